@@ -1,0 +1,61 @@
+"""`mlsignals` command line. Each subcommand group lives in ``mlsignals/commands/<name>.py``
+and exposes ``register(app)``; this module only assembles them and turns errors into a
+one-line reason with a non-zero exit code."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import typer
+
+from mlsignals.errors import MLSignalsError
+
+app = typer.Typer(
+    name="mlsignals",
+    help="Real-time ML trading signals: data, features, training, evaluation, prediction, backtest.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Command modules, in help order. A module that is not there yet is skipped, so the CLI
+# works while later parts of the pipeline are being built.
+_COMMAND_MODULES = ("data", "features", "train", "evaluate", "predict", "backtest", "signals")
+
+
+def _register_all() -> None:
+    for name in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(f"mlsignals.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"mlsignals.commands.{name}":
+                continue
+            raise
+        mod.register(app)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        raise SystemExit(1) from None
+    except MLSignalsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (KeyboardInterrupt, BrokenPipeError):
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

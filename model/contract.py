@@ -1,0 +1,160 @@
+"""The output contract of UnifiedPatchTST: one typed definition used by the loss, the signal
+processor, the prediction log and the backtest.
+
+20 named outputs over 4 horizons (horizons are counted in model bars, see ``TargetSpec``):
+
+==================  =====  ==========================================================
+block               count  meaning
+==================  =====  ==========================================================
+``return_h{h}``       4    expected return close(t+h)/close(t) - 1, a fraction
+``direction_h{h}``    4    3-class distribution over LONG / SHORT / FLAT (12 logits raw)
+``long_hit_h{h}``     4    P(max high in (t, t+h] >= close(t) * (1 + level_h))
+``short_hit_h{h}``    4    P(min low in (t, t+h] <= close(t) * (1 - level_h))
+``risk``              4    max drawdown and max rally (fractions >= 0) over the two
+                           longest horizons: drawdown_h{H3}, rally_h{H3}, drawdown_h{H4},
+                           rally_h{H4}
+==================  =====  ==========================================================
+
+The raw model tensor is ``[batch, RAW_SIZE]`` (RAW_SIZE = 28) laid out as
+``returns(4) | direction logits(4x3, horizon-major) | long-hit logits(4) | short-hit logits(4)
+| risk(4)``. ``ModelOutput.from_raw`` turns one row into probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+N_HORIZONS = 4
+DIRECTIONS: tuple[str, str, str] = ("LONG", "SHORT", "FLAT")
+N_CLASSES = len(DIRECTIONS)
+
+# Slices of the raw tensor's last dimension.
+RETURNS = slice(0, 4)
+DIRECTION_LOGITS = slice(4, 16)
+LONG_HIT_LOGITS = slice(16, 20)
+SHORT_HIT_LOGITS = slice(20, 24)
+RISK = slice(24, 28)
+RAW_SIZE = 28
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """How the targets were defined for a model; stored in the bundle.
+
+    horizons: in bars of ``bar_minutes`` minutes (reference: 1, 4, 16, 48 bars of 15 min).
+    flat_bands: per horizon, |return| below this fraction is FLAT.
+    levels: per horizon, the long/short level distance as a fraction of close(t).
+    """
+
+    bar_minutes: int = 15
+    horizons: tuple[int, int, int, int] = (1, 4, 16, 48)
+    flat_bands: tuple[float, float, float, float] = (0.001, 0.002, 0.004, 0.007)
+    levels: tuple[float, float, float, float] = (0.002, 0.004, 0.008, 0.014)
+
+    def __post_init__(self) -> None:
+        for name in ("horizons", "flat_bands", "levels"):
+            if len(getattr(self, name)) != N_HORIZONS:
+                raise ValueError(f"TargetSpec.{name} needs {N_HORIZONS} values")
+        if list(self.horizons) != sorted(set(self.horizons)) or self.horizons[0] < 1:
+            raise ValueError(f"TargetSpec.horizons must be increasing and >= 1, got {self.horizons}")
+
+    @property
+    def risk_horizons(self) -> tuple[int, int]:
+        return self.horizons[2], self.horizons[3]
+
+    def horizon_minutes(self, i: int) -> int:
+        return self.horizons[i] * self.bar_minutes
+
+    def output_names(self) -> list[str]:
+        """The 20 documented output names, in contract order."""
+        h = self.horizons
+        r3, r4 = self.risk_horizons
+        return (
+            [f"return_h{x}" for x in h]
+            + [f"direction_h{x}" for x in h]
+            + [f"long_hit_h{x}" for x in h]
+            + [f"short_hit_h{x}" for x in h]
+            + [f"drawdown_h{r3}", f"rally_h{r3}", f"drawdown_h{r4}", f"rally_h{r4}"]
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "bar_minutes": self.bar_minutes,
+            "horizons": list(self.horizons),
+            "flat_bands": list(self.flat_bands),
+            "levels": list(self.levels),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TargetSpec:
+        return cls(
+            bar_minutes=int(d["bar_minutes"]),
+            horizons=tuple(int(x) for x in d["horizons"]),
+            flat_bands=tuple(float(x) for x in d["flat_bands"]),
+            levels=tuple(float(x) for x in d["levels"]),
+        )
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass(frozen=True)
+class ModelOutput:
+    """Interpreted outputs for one symbol at one bar.
+
+    returns: [4] expected returns (fractions); direction_probs: [4, 3] rows sum to 1 in
+    DIRECTIONS order; long_hit, short_hit: [4] probabilities; risk: [4] fractions >= 0;
+    raw: [RAW_SIZE] the untouched model row.
+    """
+
+    returns: np.ndarray
+    direction_probs: np.ndarray
+    long_hit: np.ndarray
+    short_hit: np.ndarray
+    risk: np.ndarray
+    raw: np.ndarray = field(repr=False)
+
+    @classmethod
+    def from_raw(cls, raw: np.ndarray) -> ModelOutput:
+        raw = np.asarray(raw, dtype=np.float64).reshape(-1)
+        if raw.shape[0] != RAW_SIZE:
+            raise ValueError(f"raw model output must have {RAW_SIZE} values, got {raw.shape[0]}")
+        return cls(
+            returns=raw[RETURNS].copy(),
+            direction_probs=_softmax(raw[DIRECTION_LOGITS].reshape(N_HORIZONS, N_CLASSES)),
+            long_hit=_sigmoid(raw[LONG_HIT_LOGITS]),
+            short_hit=_sigmoid(raw[SHORT_HIT_LOGITS]),
+            # The risk head is trained on non-negative excursions; clip guards the interpretation.
+            risk=np.clip(raw[RISK], 0.0, None),
+            raw=raw,
+        )
+
+    def is_finite(self) -> bool:
+        return bool(np.isfinite(self.raw).all())
+
+    def to_dict(self, spec: TargetSpec) -> dict:
+        """The interpreted contract as named plain numbers (for logs and JSON)."""
+        h = spec.horizons
+        r3, r4 = spec.risk_horizons
+        out: dict = {}
+        for i, x in enumerate(h):
+            out[f"return_h{x}"] = float(self.returns[i])
+            out[f"direction_h{x}"] = {
+                d: float(self.direction_probs[i, j]) for j, d in enumerate(DIRECTIONS)
+            }
+            out[f"long_hit_h{x}"] = float(self.long_hit[i])
+            out[f"short_hit_h{x}"] = float(self.short_hit[i])
+        for name, v in zip(
+            (f"drawdown_h{r3}", f"rally_h{r3}", f"drawdown_h{r4}", f"rally_h{r4}"), self.risk, strict=True
+        ):
+            out[name] = float(v)
+        return out

@@ -1,0 +1,59 @@
+"""The Signal: what goes onto Redis for the trading engine and into the prediction log.
+
+Its JSON schema is exported by ``mlsignals signals schema`` and documented in README.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Direction(StrEnum):
+    LONG = "LONG"
+    SHORT = "SHORT"
+    NEUTRAL = "NEUTRAL"
+
+
+def signal_id(symbol: str, bar_time: datetime, model_version: str) -> str:
+    """Deterministic id: the same symbol, bar and model always give the same id, so a
+    repeated tick is idempotent downstream (outbox, stream consumers, prediction log)."""
+    key = f"{symbol}|{bar_time.isoformat()}|{model_version}"
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+class Signal(BaseModel):
+    """One trading signal. Prices are in quote currency; times are UTC."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="sha256(symbol|bar_time|model_version)[:24]; idempotency key")
+    symbol: str
+    direction: Direction
+    confidence: float = Field(ge=0.0, le=1.0, description="probability-like confidence of the direction")
+    strength: float = Field(ge=0.0, le=1.0, description="quality score combining agreement, edge and risk")
+    entry: float = Field(gt=0, description="last close the signal was computed from")
+    stop_loss: float | None = Field(default=None, gt=0, description="absolute price; None for NEUTRAL")
+    take_profit: float | None = Field(default=None, gt=0, description="absolute price; None for NEUTRAL")
+    horizon: str = Field(description="the horizon the signal is meant for, e.g. '1h'")
+    bar_time: datetime = Field(description="open time of the last closed 1-minute candle used")
+    created_at: datetime
+    expires_at: datetime
+    model_version: str
+    feature_spec_hash: str
+    reasons: list[str] = Field(default_factory=list, description="why; for NEUTRAL why not")
+
+    @model_validator(mode="after")
+    def _levels_on_the_right_side(self) -> Signal:
+        if self.direction is Direction.NEUTRAL:
+            return self
+        if self.stop_loss is None or self.take_profit is None:
+            raise ValueError("LONG/SHORT signals need stop_loss and take_profit")
+        if self.direction is Direction.LONG and not (self.stop_loss < self.entry < self.take_profit):
+            raise ValueError("LONG needs stop_loss < entry < take_profit")
+        if self.direction is Direction.SHORT and not (self.take_profit < self.entry < self.stop_loss):
+            raise ValueError("SHORT needs take_profit < entry < stop_loss")
+        return self
