@@ -1,0 +1,74 @@
+"""Replay of real recorded candles mapped onto wall-clock minutes.
+
+The embedded default source: a live run sees a new closed candle every minute, taken from
+the recorded candles shipped in ``data/candles/`` and relabelled with wall-clock times. The
+mapping depends only on the wall-clock minute (not on process start), so the scheduler, the
+HTTP ingress and the CLI — separate processes — all see the same candle for the same minute.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from features.candles import read_candles_csv, symbol_from_path, validate_candles
+from features.sources.base import FrameSource, last_closed_minute
+from mlsignals.errors import MLSignalsError
+
+_MINUTE_NS = 60 * 10**9
+
+
+def load_candle_dir(directory: Path) -> dict[str, pd.DataFrame]:
+    """Every ``SYMBOL_*.csv[.gz]`` in a directory, validated, cut to the minutes all share
+    (cross-asset features need BTC over the same minutes)."""
+    files = sorted(p for p in Path(directory).glob("*.csv*") if p.is_file())
+    if not files:
+        raise MLSignalsError(f"no candle files (*.csv, *.csv.gz) in {directory}")
+    frames = {symbol_from_path(p): validate_candles(read_candles_csv(p), symbol_from_path(p)) for p in files}
+    start = max(f.index[0] for f in frames.values())
+    stop = min(f.index[-1] for f in frames.values())
+    return {s: f.loc[start:stop] for s, f in frames.items()}
+
+
+class ReplaySource:
+    """Cycles through the recorded minutes: wall minute m shows recorded row
+    ``history + (m mod (rows - history))``, so at least ``history`` earlier rows always exist
+    without crossing the wrap-around point."""
+
+    def __init__(self, frames: dict[str, pd.DataFrame], history: int = 10_000) -> None:
+        lengths = {len(f) for f in frames.values()}
+        if len(lengths) != 1:
+            raise MLSignalsError("replay frames must cover the same minutes")
+        self._rows = lengths.pop()
+        if self._rows <= history + 1:
+            raise MLSignalsError(f"replay needs more than {history + 1} recorded minutes, got {self._rows}")
+        self._history = history
+        self._recorded = FrameSource(frames)
+
+    @classmethod
+    def from_dir(cls, directory: Path, history: int = 10_000) -> ReplaySource:
+        return cls(load_candle_dir(directory), history)
+
+    def symbols(self) -> list[str]:
+        return self._recorded.symbols()
+
+    @property
+    def history(self) -> int:
+        return self._history
+
+    def recorded_row(self, wall_minute: pd.Timestamp) -> int:
+        m = pd.Timestamp(wall_minute).value // _MINUTE_NS
+        return self._history + int(m % (self._rows - self._history))
+
+    def get_candles(self, symbol: str, n: int, end: pd.Timestamp | None = None) -> pd.DataFrame:
+        end_wall = last_closed_minute() if end is None else pd.Timestamp(end).floor("min")
+        if end_wall.tzinfo is None:
+            end_wall = end_wall.tz_localize("UTC")
+        row = self.recorded_row(end_wall)
+        frame = self._recorded.frame(symbol)
+        n = min(n, self._history + 1)
+        out = frame.iloc[row - n + 1 : row + 1].copy()
+        out.index = pd.date_range(end=end_wall, periods=len(out), freq="1min", unit="ns")
+        out.index.name = "timestamp"
+        return out

@@ -1,0 +1,69 @@
+"""Shared fixtures: real PostgreSQL / SQLite databases, real Redis, the shipped candles.
+
+Every PostgreSQL test database is created fresh (unique name) and dropped afterwards, every
+Redis test uses its own key prefix, so runs never collide."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CANDLE_DIR = PROJECT_ROOT / "data" / "candles"
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database on the real server, dropped after the test."""
+    name = f"mlsignals_t_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test against SQLite and the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A unique key prefix on the real Redis; every key under it is deleted afterwards."""
+    prefix = f"test:{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    r = redis.Redis.from_url(REDIS_TEST_URL)
+    for key in r.scan_iter(match=prefix + "*", count=1000):
+        r.delete(key)
+    r.close()
+
+
+@pytest.fixture(scope="session")
+def shipped_candles() -> dict[str, pd.DataFrame]:
+    """The held-out Bybit period (7 symbols), validated, cut to the common minutes."""
+    from features.sources.replay import load_candle_dir
+
+    return load_candle_dir(CANDLE_DIR / "bybit_linear_2025-06")
