@@ -1,0 +1,103 @@
+"""Out-of-distribution gate: is the latest feature row far from what the model was trained on?
+
+Like FreqAI's ``do_predict``: a row with too many features outside the training distribution is
+flagged, and the processor answers NEUTRAL with the reason instead of trusting the model.
+Training statistics travel in the model bundle as ``bundle.feature_stats`` (``to_dict`` form).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """Per-feature training statistics, each a float64 array of shape [F] in spec column order.
+
+    mean, std: moments of the (unscaled) training features; lo, hi: low/high training quantiles
+    (e.g. 0.1 % / 99.9 %); names: optional column names for readable reasons.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    names: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        n = len(self.mean)
+        for a in ("std", "lo", "hi"):
+            if len(getattr(self, a)) != n:
+                raise ValueError(f"FeatureStats.{a} has {len(getattr(self, a))} values, mean has {n}")
+        if self.names and len(self.names) != n:
+            raise ValueError(f"FeatureStats.names has {len(self.names)} entries, mean has {n}")
+
+    @property
+    def n_features(self) -> int:
+        return len(self.mean)
+
+    @classmethod
+    def from_matrix(
+        cls, x: np.ndarray, names: Sequence[str] = (), quantiles: tuple[float, float] = (0.001, 0.999)
+    ) -> FeatureStats:
+        """Statistics of a training matrix ``x`` [N, F] (NaN ignored)."""
+        x = np.asarray(x, dtype=np.float64)
+        lo, hi = np.nanquantile(x, quantiles, axis=0)
+        return cls(np.nanmean(x, axis=0), np.nanstd(x, axis=0), lo, hi, tuple(names))
+
+    def to_dict(self) -> dict:
+        return {
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "lo": self.lo.tolist(),
+            "hi": self.hi.tolist(),
+            "names": list(self.names),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureStats:
+        return cls(
+            mean=np.asarray(d["mean"], dtype=np.float64),
+            std=np.asarray(d["std"], dtype=np.float64),
+            lo=np.asarray(d["lo"], dtype=np.float64),
+            hi=np.asarray(d["hi"], dtype=np.float64),
+            names=tuple(d.get("names") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class OODResult:
+    """How one feature row compares with the training statistics."""
+
+    n_features: int
+    n_out: int  # outside [lo, hi] or |z| > z_limit
+    n_nan: int  # NaN/inf (counted as out)
+    worst: tuple[str, ...]  # up to 3 names (or indices) with the largest |z|
+
+    @property
+    def fraction_out(self) -> float:
+        return (self.n_out + self.n_nan) / self.n_features if self.n_features else 0.0
+
+
+def check_row(row: np.ndarray, stats: FeatureStats, z_limit: float) -> OODResult:
+    """Compare one feature row [F] (unscaled, spec order) with ``stats``.
+
+    A feature is out when |z| > z_limit or it falls outside the training quantile range; a
+    zero-std feature is out whenever it differs from its training value.
+    """
+    x = np.asarray(row, dtype=np.float64).reshape(-1)
+    if x.shape[0] != stats.n_features:
+        raise ValueError(f"feature row has {x.shape[0]} values, training stats have {stats.n_features}")
+    finite = np.isfinite(x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.abs(x - stats.mean) / stats.std
+    z = np.where(stats.std > 0, z, np.where(x == stats.mean, 0.0, np.inf))
+    out = finite & ((z > z_limit) | (x < stats.lo) | (x > stats.hi))
+    z_rank = np.where(finite, z, np.inf)
+    order = np.argsort(-z_rank)[:3]
+    label = (lambda i: stats.names[i]) if stats.names else str
+    worst = tuple(label(int(i)) for i in order if out[i] or not finite[i])
+    return OODResult(x.shape[0], int(out.sum()), int((~finite).sum()), worst)
