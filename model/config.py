@@ -1,0 +1,142 @@
+"""Typed configuration of the model and of a training run.
+
+``ModelConfig`` fixes the network's shapes (it is stored in the bundle and read back to rebuild
+the network); ``TrainConfig`` says how a bundle is trained (data, split, optimiser, seed). Both
+load from plain dicts (JSON/YAML) and reject unknown keys, so a typo fails at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from mlsignals.errors import ConfigError
+
+
+def _from_dict(cls: type, d: dict[str, Any]) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(
+            f"{cls.__name__}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}"
+        )
+    out = {}
+    for f in fields(cls):
+        if f.name in d:
+            v = d[f.name]
+            out[f.name] = tuple(v) if isinstance(v, list) else v
+    return cls(**out)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shapes of UnifiedPatchTST.
+
+    n_features: F, the width of one feature row; context_length: bars of history per sample;
+    patch_len / stride: patching along time (in bars); d_model / n_heads / n_layers: encoder.
+    Reference configuration of the original system: context 96, patch 16/8, 256/4/3.
+    """
+
+    n_features: int
+    context_length: int = 96
+    patch_len: int = 16
+    stride: int = 8
+    d_model: int = 256
+    n_heads: int = 4
+    n_layers: int = 3
+    ff_mult: int = 2
+    dropout: float = 0.1
+    revin: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_features < 1:
+            raise ConfigError(f"ModelConfig.n_features must be >= 1, got {self.n_features}")
+        if self.patch_len > self.context_length or self.stride < 1:
+            raise ConfigError(
+                f"ModelConfig: need 1 <= stride and patch_len <= context_length "
+                f"(patch_len={self.patch_len}, stride={self.stride}, context={self.context_length})"
+            )
+        if self.d_model % self.n_heads:
+            raise ConfigError(
+                f"ModelConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
+            )
+
+    @property
+    def n_patches(self) -> int:
+        return (self.context_length - self.patch_len) // self.stride + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return _from_dict(cls, d)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run.
+
+    train_dirs: candle folders for train+validation (chronological order); val_fraction: the last
+    part of the *latest* period is validation (walk-forward: validation is after training);
+    embargo_minutes: gap between the last training target and the first validation anchor
+    (0 = the longest horizon). Flat bands / levels are quantiles of the training split.
+    """
+
+    train_dirs: tuple[str, ...] = (
+        "data/candles/binance_spot_2024-10",
+        "data/candles/binance_spot_2025-01",
+    )
+    bar_minutes: int = 15
+    horizons: tuple[int, int, int, int] = (1, 4, 16, 48)
+    # FLAT band: this quantile of |return| on the training split (1/3 -> roughly balanced classes)
+    flat_quantile: float = 0.33
+    # level distance: this quantile of the max favourable excursion on the training split
+    level_quantile: float = 0.5
+    val_fraction: float = 0.3
+    embargo_minutes: int = 0
+    # rows per epoch (drawn from every anchor, so from all bar alignments); 0 = all rows
+    samples_per_epoch: int = 120_000
+    val_samples: int = 30_000
+    epochs: int = 6
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 2
+    seed: int = 7
+    # loss weights of the blocks: returns, direction, level hits, risk
+    loss_weights: tuple[float, float, float, float] = (1.0, 1.0, 0.5, 0.5)
+    # baselines fitted on this many training rows (logistic regression, LightGBM, volatility-only)
+    baseline_samples: int = 60_000
+    max_minutes_per_file: int = 0  # 0 = whole file; tests use small slices
+    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides (not n_features)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"TrainConfig.val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.bar_minutes < 1:
+            raise ConfigError(f"TrainConfig.bar_minutes must be >= 1, got {self.bar_minutes}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        return _from_dict(cls, d)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TrainConfig:
+        import json
+
+        import yaml
+
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"{p}: no such config file")
+        text = p.read_text()
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping of TrainConfig keys")
+        return cls.from_dict(data)

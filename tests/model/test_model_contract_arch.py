@@ -1,0 +1,84 @@
+"""UnifiedPatchTST produces the raw contract tensor; ModelOutput interprets it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mlsignals.errors import ConfigError
+from model.config import ModelConfig
+from model.contract import RAW_SIZE, ModelOutput
+from model.patchtst import UnifiedPatchTST
+
+
+def _tiny(n_features: int = 12) -> ModelConfig:
+    return ModelConfig(
+        n_features=n_features,
+        context_length=32,
+        patch_len=8,
+        stride=4,
+        d_model=16,
+        n_heads=2,
+        n_layers=1,
+        dropout=0.0,
+    )
+
+
+def test_forward_shape_and_contract() -> None:
+    torch.manual_seed(0)
+    model = UnifiedPatchTST(_tiny()).eval()
+    x = torch.randn(5, 32, 12)
+    raw = model(x)
+    assert raw.shape == (5, RAW_SIZE)
+    out = ModelOutput.from_raw(raw[0].detach().numpy())
+    assert out.direction_probs.shape == (4, 3)
+    np.testing.assert_allclose(out.direction_probs.sum(axis=1), 1.0, rtol=1e-9)
+    assert ((out.long_hit > 0) & (out.long_hit < 1)).all()
+    assert (out.risk >= 0).all()
+
+
+def test_every_feature_reaches_every_output() -> None:
+    """Patch tokens mix features: perturbing one feature changes all 28 raw outputs."""
+    torch.manual_seed(1)
+    model = UnifiedPatchTST(_tiny()).eval()
+    x = torch.randn(1, 32, 12)
+    x2 = x.clone()
+    x2[0, :, 7] += torch.linspace(0, 3, 32)
+    with torch.no_grad():
+        diff = (model(x) - model(x2)).abs()[0]
+    assert (diff > 0).all()
+
+
+def test_level_information_survives_instance_norm() -> None:
+    """RevIN removes the level; the statistics token must carry it back."""
+    torch.manual_seed(2)
+    model = UnifiedPatchTST(_tiny()).eval()
+    x = torch.randn(1, 32, 12)
+    with torch.no_grad():
+        assert not torch.allclose(model(x), model(x + 2.0))
+
+
+def test_risk_and_returns_scaled_to_fractions() -> None:
+    model = UnifiedPatchTST(_tiny()).eval()
+    model.set_target_scales(torch.full((4,), 0.01), torch.full((4,), 0.02))
+    with torch.no_grad():
+        raw = model(torch.randn(3, 32, 12))
+    assert (raw[:, 24:28] >= 0).all()
+    assert raw[:, :4].abs().max() < 1.0
+
+
+def test_config_rejects_bad_shapes() -> None:
+    with pytest.raises(ConfigError):
+        ModelConfig(n_features=10, d_model=30, n_heads=4)
+    with pytest.raises(ConfigError):
+        ModelConfig(n_features=10, context_length=8, patch_len=16)
+    with pytest.raises(ConfigError):
+        ModelConfig.from_dict({"n_features": 3, "dmodel": 8})
+
+
+def test_reference_configuration_size() -> None:
+    cfg = ModelConfig(n_features=240)  # 96 context, patch 16/8, 256/4/3
+    model = UnifiedPatchTST(cfg)
+    assert cfg.n_patches == 11
+    assert 1_000_000 < model.n_parameters() < 5_000_000
