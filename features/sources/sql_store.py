@@ -29,7 +29,7 @@ class CandleRow(SQLModel, table=True):
     exchange: str = Field(index=True, max_length=32)
     symbol: str = Field(index=True, max_length=32)
     timeframe: str = Field(max_length=8)
-    time: datetime = Field(index=True, description="candle open time, UTC (stored naive)")
+    time: datetime = Field(index=True, description="candle open time, UTC")
     open: float
     high: float
     low: float
@@ -37,8 +37,8 @@ class CandleRow(SQLModel, table=True):
     volume: float
 
 
-def _naive_utc(ts: pd.DatetimeIndex) -> list[datetime]:
-    return list(ts.tz_convert("UTC").tz_localize(None).to_pydatetime())
+def _utc(ts: pd.DatetimeIndex) -> list[datetime]:
+    return list(ts.tz_convert("UTC").to_pydatetime())
 
 
 class SqlCandleStore:
@@ -53,7 +53,7 @@ class SqlCandleStore:
         if candles.empty:
             return 0
         values = candles.loc[:, list(CANDLE_COLUMNS)].to_numpy(dtype="float64")
-        times = _naive_utc(candles.index)
+        times = _utc(candles.index)
         rows = [
             {"exchange": self.exchange, "symbol": symbol, "timeframe": self.timeframe, "time": t,
              **dict(zip(CANDLE_COLUMNS, map(float, v), strict=True))}
@@ -87,7 +87,7 @@ class SqlCandleStore:
             t.c.exchange == self.exchange, t.c.symbol == symbol, t.c.timeframe == self.timeframe
         )
         if end is not None:
-            q = q.where(t.c.time <= pd.Timestamp(end).tz_convert("UTC").tz_localize(None).to_pydatetime())
+            q = q.where(t.c.time <= pd.Timestamp(end).tz_convert("UTC").to_pydatetime())
         q = q.order_by(t.c.time.desc()).limit(n)
         try:
             with self.engine.connect() as conn:
