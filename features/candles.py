@@ -180,11 +180,8 @@ def resample(df: pd.DataFrame, minutes: int, anchor: pd.Timestamp | None = None)
     """
     if minutes == 1:
         return df
-    if anchor is None:
-        offset_min = 0
-    else:
-        # the bar grid is shifted so that (anchor + 1 min) is a bar boundary
-        offset_min = int(((anchor.value // 60_000_000_000) + 1) % minutes)
+    # the bar grid is shifted so that (anchor + 1 min) is a bar boundary
+    offset_min = 0 if anchor is None else anchor_offset(anchor, minutes)
     rule = f"{minutes}min"
     g = df.resample(rule, origin="epoch", offset=pd.Timedelta(minutes=offset_min), label="left", closed="left")
     out = pd.DataFrame(

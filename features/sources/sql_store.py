@@ -110,7 +110,7 @@ class SqlCandleStore:
         with self.engine.connect() as conn:
             summary = conn.execute(q).all()
         out = []
-        for sym, first, last, rows in summary:
+        for sym, _first, _last, rows in summary:
             full = self.get_candles(sym, int(rows))
             gaps = find_gaps(full)
             out.append(coverage_entry(sym, self.exchange, full.index[0], full.index[-1], int(rows), gaps))
