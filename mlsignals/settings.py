@@ -116,6 +116,16 @@ class Settings(BaseSettings):
             raise ValueError("must be a non-empty list without duplicates")
         return v
 
+    @field_validator("signals", mode="before")
+    @classmethod
+    def _apply_strategy_preset(cls, v: object) -> object:
+        """``signals: {strategy: conservative}`` means that preset's thresholds, with any other
+        key given beside it overriding the preset."""
+        if isinstance(v, dict):
+            v = dict(v)
+            return SignalConfig.preset(v.pop("strategy", "moderate"), **v)
+        return v
+
     @classmethod
     def settings_customise_sources(
         cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
