@@ -1,0 +1,193 @@
+"""The prediction log: one row per (symbol, bar time, model version) with everything needed
+to audit a prediction later, and the realised outcomes filled in once each horizon passed.
+
+If the database is unreachable, rows wait in a bounded in-memory queue and are written when it
+answers again; callers (the tick) never block on or fail because of the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import JSON, Column, Engine, UniqueConstraint, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Field, Session, SQLModel, select
+
+from model.contract import ModelOutput, TargetSpec
+from signals.schema import Signal
+
+log = logging.getLogger(__name__)
+
+# Substrings of feature names worth a glance in the log; the first column matching each is kept.
+KEY_INDICATORS: tuple[str, ...] = ("rsi", "atr", "macd", "adx", "bb", "volume", "return")
+
+
+class PredictionRow(SQLModel, table=True):
+    __tablename__ = "prediction_log"
+    __table_args__ = (UniqueConstraint("symbol", "bar_time", "model_version", name="uq_prediction"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    symbol: str = Field(index=True, max_length=64)
+    bar_time: datetime = Field(index=True)
+    model_version: str = Field(max_length=128)
+    feature_spec_hash: str = Field(max_length=128)
+    signal_id: str = Field(max_length=64)
+    direction: str = Field(max_length=16)
+    feature_summary: dict = Field(sa_column=Column(JSON))
+    raw_outputs: list | None = Field(default=None, sa_column=Column(JSON))
+    contract: dict | None = Field(default=None, sa_column=Column(JSON))
+    signal: dict = Field(sa_column=Column(JSON))
+    latencies_ms: dict = Field(sa_column=Column(JSON))
+    target_spec: dict = Field(sa_column=Column(JSON))
+    outcomes: dict | None = Field(default=None, sa_column=Column(JSON))
+    outcomes_complete: bool = Field(default=False, index=True)
+    created_at: datetime
+
+
+def _f(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def summarize_features(
+    row: np.ndarray | None, names: Sequence[str], spec_hash: str, keys: Sequence[str] = KEY_INDICATORS
+) -> dict:
+    """Small JSON summary of one feature row [F]: count, spec hash, NaN count, min/max/mean over
+    finite values and a few key indicators by name."""
+    if row is None:
+        return {"count": 0, "spec_hash": spec_hash}
+    x = np.asarray(row, dtype=np.float64).reshape(-1)
+    fin = x[np.isfinite(x)]
+    key_values: dict[str, float | None] = {}
+    for k in keys:
+        for i, n in enumerate(names[: len(x)]):
+            if k in n.lower():
+                key_values[n] = _f(x[i])
+                break
+    return {
+        "count": int(x.size), "spec_hash": spec_hash, "nan_count": int(x.size - fin.size),
+        "min": _f(fin.min()) if fin.size else None, "max": _f(fin.max()) if fin.size else None,
+        "mean": _f(fin.mean()) if fin.size else None, "key": key_values,
+    }
+
+
+def _utc(t: datetime) -> datetime:
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+class PredictionLog:
+    """Writes prediction rows, queues them while the DB is down, fills outcomes later."""
+
+    def __init__(self, engine: Engine, max_queue: int = 10_000) -> None:
+        self.engine = engine
+        self._queue: deque[dict] = deque()
+        self._max_queue = max_queue
+        self.dropped = 0
+        PredictionRow.metadata.create_all(engine, tables=[PredictionRow.__table__])
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def record(
+        self,
+        signal: Signal,
+        *,
+        output: ModelOutput | None,
+        target_spec: TargetSpec,
+        feature_summary: dict,
+        latencies_ms: Mapping[str, float],
+    ) -> bool:
+        """Log one prediction; True when written now, False when queued (DB down). A repeat of
+        (symbol, bar_time, model_version) is ignored."""
+        values = {
+            "symbol": signal.symbol, "bar_time": signal.bar_time, "model_version": signal.model_version,
+            "feature_spec_hash": signal.feature_spec_hash, "signal_id": signal.id,
+            "direction": signal.direction.value, "feature_summary": feature_summary,
+            "raw_outputs": None if output is None else [_f(v) for v in np.asarray(output.raw, float)],
+            "contract": None if output is None or not output.is_finite() else output.to_dict(target_spec),
+            "signal": signal.model_dump(mode="json"),
+            "latencies_ms": {k: round(float(v), 3) for k, v in latencies_ms.items()},
+            "target_spec": target_spec.to_dict(), "created_at": datetime.now(UTC),
+        }
+        if len(self._queue) >= self._max_queue:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append(values)
+        return self.flush() and not self._queue
+
+    def flush(self) -> bool:
+        """Write queued rows oldest first; False when the DB is still down."""
+        while self._queue:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(self._insert_ignore().values(self._queue[0]))
+            except SQLAlchemyError as exc:
+                log.warning("prediction log: database unavailable (%s); %d row(s) queued",
+                            type(exc).__name__, len(self._queue))
+                return False
+            self._queue.popleft()
+        return True
+
+    def _insert_ignore(self):
+        ins = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[self.engine.dialect.name]
+        return ins(PredictionRow).on_conflict_do_nothing(
+            index_elements=["symbol", "bar_time", "model_version"]
+        )
+
+    def rows(self, symbol: str | None = None) -> list[PredictionRow]:
+        with Session(self.engine) as s:
+            q = select(PredictionRow).order_by(PredictionRow.id)
+            if symbol:
+                q = q.where(PredictionRow.symbol == symbol)
+            return list(s.exec(q).all())
+
+    def fill_outcomes(self, candles_by_symbol: Mapping[str, pd.DataFrame]) -> int:
+        """Fill realised return and direction per horizon for rows whose horizons have passed.
+
+        candles_by_symbol: 1-minute candle frames (UTC open-time index). The entry is the close
+        of the bar_time candle; the realised close of horizon h is the close of the candle
+        opening h minutes later. Returns how many rows changed.
+        """
+        changed = 0
+        with Session(self.engine) as s:
+            todo = s.exec(select(PredictionRow).where(PredictionRow.outcomes_complete.is_(False))).all()
+            for row in todo:
+                df = candles_by_symbol.get(row.symbol)
+                if df is None or df.empty:
+                    continue
+                new = self._outcomes(row, df)
+                if new is None or new == (row.outcomes or {}):
+                    continue
+                spec = TargetSpec.from_dict(row.target_spec)
+                s.exec(
+                    update(PredictionRow).where(PredictionRow.id == row.id)
+                    .values(outcomes=new, outcomes_complete=len(new) == len(spec.horizons))
+                )
+                changed += 1
+            s.commit()
+        return changed
+
+    @staticmethod
+    def _outcomes(row: PredictionRow, df: pd.DataFrame) -> dict | None:
+        spec = TargetSpec.from_dict(row.target_spec)
+        t0 = pd.Timestamp(_utc(row.bar_time))
+        if t0 not in df.index:
+            return None
+        c0 = float(df.at[t0, "close"])
+        out = dict(row.outcomes or {})
+        for i, h in enumerate(spec.horizons):
+            t = t0 + timedelta(minutes=spec.horizon_minutes(i))
+            if f"h{h}" in out or t not in df.index:
+                continue
+            r = float(df.at[t, "close"]) / c0 - 1.0
+            band = spec.flat_bands[i]
+            direction = "LONG" if r > band else "SHORT" if r < -band else "FLAT"
+            out[f"h{h}"] = {"return": r, "direction": direction, "minutes": spec.horizon_minutes(i)}
+        return out

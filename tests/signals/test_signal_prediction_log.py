@@ -1,0 +1,102 @@
+"""Prediction log on real SQLite and PostgreSQL: idempotent rows, queued while the DB is down,
+outcomes filled once each horizon passed."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import text
+
+from mlsignals.db import make_engine
+from model.contract import RAW_SIZE, ModelOutput, TargetSpec
+from signals.config import SignalConfig
+from signals.prediction_log import PredictionLog, summarize_features
+from signals.processor import MLSignalProcessor
+
+pytestmark = pytest.mark.services
+PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+SPEC = TargetSpec(bar_minutes=15, horizons=(1, 4, 16, 48))
+T0 = datetime(2025, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request, tmp_path):
+    if request.param == "sqlite":
+        yield make_engine(f"sqlite:///{tmp_path / 'log.db'}")
+        return
+    base = make_engine(PG_URL)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with base.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    yield base.execution_options(schema_translate_map={None: schema})
+    with base.begin() as c:
+        c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    base.dispose()
+
+
+def _prediction(bar: datetime, nan: bool = False):
+    raw = np.linspace(-1, 1, RAW_SIZE)
+    if nan:
+        raw[3] = np.nan
+    out = ModelOutput.from_raw(raw)
+    sig = MLSignalProcessor(SignalConfig(), SPEC).process(
+        "BTCUSDT", out, entry=100.0, atr=0.4, bar_time=bar, model_version="v1", feature_spec_hash="fh")
+    return sig, out
+
+
+def _candles(minutes: int, start: datetime = T0) -> pd.DataFrame:
+    idx = pd.date_range(start, periods=minutes, freq="1min", tz="UTC", name="timestamp")
+    close = 100.0 * (1.0 + 0.0001 * np.arange(minutes))  # +1 bp per minute
+    return pd.DataFrame({"open": close, "high": close, "low": close, "close": close, "volume": 1.0},
+                        index=idx)
+
+
+def test_rows_are_unique_and_carry_everything(engine):
+    plog = PredictionLog(engine)
+    names = ["mom_rsi_14", "vol_atr_14", "trend_adx_14", "x"]
+    summary = summarize_features(np.array([55.0, 1.2, np.nan, 3.0]), names, "fh")
+    assert summary["nan_count"] == 1 and summary["key"]["mom_rsi_14"] == 55.0 and summary["max"] == 55.0
+    sig, out = _prediction(T0)
+    assert plog.record(sig, output=out, target_spec=SPEC, feature_summary=summary,
+                       latencies_ms={"features": 3.2, "model": 11.0})
+    assert plog.record(sig, output=out, target_spec=SPEC, feature_summary=summary, latencies_ms={})
+    bad_sig, bad_out = _prediction(T0 + timedelta(minutes=1), nan=True)
+    plog.record(bad_sig, output=bad_out, target_spec=SPEC, feature_summary=summary, latencies_ms={})
+    rows = plog.rows("BTCUSDT")
+    assert len(rows) == 2
+    r = rows[0]
+    assert r.signal["id"] == sig.id and r.latencies_ms["model"] == 11.0
+    assert r.contract["return_h1"] == pytest.approx(out.returns[0]) and len(r.raw_outputs) == RAW_SIZE
+    assert rows[1].contract is None and rows[1].raw_outputs[3] is None and rows[1].direction == "NEUTRAL"
+
+
+def test_database_down_queues_then_writes(engine):
+    plog = PredictionLog(engine)
+    live = plog.engine
+    plog.engine = make_engine("postgresql+psycopg2://postgres@127.0.0.1:1/none")
+    for i in range(3):
+        sig, out = _prediction(T0 + timedelta(minutes=i))
+        assert not plog.record(sig, output=out, target_spec=SPEC, feature_summary={}, latencies_ms={})
+    assert plog.queued == 3
+    plog.engine = live
+    assert plog.flush() and plog.queued == 0
+    assert [r.bar_time.replace(tzinfo=UTC) for r in plog.rows()] == [T0 + timedelta(minutes=i) for i in range(3)]
+
+
+def test_fill_outcomes_once_each_horizon_passed(engine):
+    plog = PredictionLog(engine)
+    sig, out = _prediction(T0)
+    plog.record(sig, output=out, target_spec=SPEC, feature_summary={}, latencies_ms={})
+    assert plog.fill_outcomes({"BTCUSDT": _candles(100)}) == 1  # 15 and 60 minutes have passed
+    row = plog.rows()[0]
+    assert set(row.outcomes) == {"h1", "h4"} and not row.outcomes_complete
+    assert row.outcomes["h1"]["return"] == pytest.approx(1.0015 / 1.0 - 1)
+    assert row.outcomes["h1"]["direction"] == "LONG"  # 15 bp > 10 bp flat band
+    assert plog.fill_outcomes({"BTCUSDT": _candles(100)}) == 0  # nothing new
+    assert plog.fill_outcomes({"BTCUSDT": _candles(800)}) == 1
+    row = plog.rows()[0]
+    assert row.outcomes_complete and row.outcomes["h48"]["minutes"] == 720
