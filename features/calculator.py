@@ -178,7 +178,10 @@ class RealTimeIndicatorCalculator:
         if not is_btc(symbol):
             if btc_df is None:
                 raise MissingCrossAssetError(f"{symbol}: missing BTC candles for cross-asset features")
-            btc_bars = resample(btc_df.loc[:a].iloc[-self.required_minutes :], self.bar_minutes, a)
+            btc_bars = self._btc_cache.get(a)
+            if btc_bars is None:  # BTC is resampled once per anchor and tick, not once per symbol
+                btc_bars = resample(btc_df.loc[:a].iloc[-self.required_minutes :], self.bar_minutes, a)
+                self._btc_cache[a] = btc_bars
         feats = compute_features(bars, btc_bars, symbol, self.bar_minutes).to_numpy()[-self.n_rows :]
         bad = ~np.isfinite(feats).all(axis=0)
         if bad.any():
@@ -199,6 +202,7 @@ class RealTimeIndicatorCalculator:
     def compute(self, candles_1m: dict[str, pd.DataFrame], anchor: pd.Timestamp | None = None) -> FeatureBatch:
         """Features for every symbol in ``candles_1m``. ``anchor`` = the open time of the last
         closed 1-minute candle to use (default: each frame's last candle)."""
+        self._btc_cache: dict[pd.Timestamp, pd.DataFrame] = {}
         btc_key = find_btc(list(candles_1m))
         btc_df = candles_1m.get(btc_key) if btc_key else None
         items = list(candles_1m.items())
