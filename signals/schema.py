@@ -57,3 +57,17 @@ class Signal(BaseModel):
         if self.direction is Direction.SHORT and not (self.take_profit < self.entry < self.stop_loss):
             raise ValueError("SHORT needs take_profit < entry < stop_loss")
         return self
+
+
+def signal_json_schema() -> dict:
+    """JSON schema of Signal for consumers (committed as docs/signal_schema.json)."""
+    schema = Signal.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["description"] = (
+        "One trading signal as published on the Redis stream (field 'signal' of each entry, "
+        "also in the per-symbol latest hash and the notify channel). Prices in quote currency, "
+        "times UTC ISO-8601. LONG: stop_loss < entry < take_profit; SHORT: take_profit < entry < "
+        "stop_loss; NEUTRAL: no levels, reasons say why. The id repeats for the same symbol, "
+        "bar and model: treat a repeated id as already handled."
+    )
+    return schema
