@@ -160,3 +160,17 @@ class SignalStage:
             now=None if now is None else pd.Timestamp(now).to_pydatetime(),
             error=fr.error or error,
         )
+
+
+def read_bundle_shape(path) -> tuple[int, int]:
+    """(bar_minutes, context_length) of a model bundle, read from its config without loading
+    weights: the feature stage must produce exactly the windows the model was trained on."""
+    import json
+    from pathlib import Path
+
+    cfg_path = Path(path) / "config.json"
+    try:
+        cfg = json.loads(cfg_path.read_text())
+        return int(cfg["target_spec"]["bar_minutes"]), int(cfg["model"]["context_length"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise MLSignalsError(f"{cfg_path}: cannot read the model's bar size and context ({exc})") from None

@@ -49,7 +49,7 @@ class DataConfig(BaseModel):
     replay_dir: Path = Path("data/candles/bybit_linear_2025-06")
     exchange: str = Field("bybit", min_length=1, description="exchange label of the SQL store rows")
     gap_fill_max: int = Field(5, ge=0, le=60, description="fill gaps up to this many minutes with flat candles")
-    replay_history: int = Field(10_000, ge=500, le=30_000, description="recorded minutes kept before each replayed one")
+    replay_history: int = Field(12_000, ge=500, le=30_000, description="recorded minutes kept before each replayed one")
     stale_after: int = Field(3, ge=1, le=1440, description="minutes without a new candle before a symbol is stale")
     ccxt: CcxtConfig = CcxtConfig()
 

@@ -1,0 +1,44 @@
+"""Custom Serve metrics (exported to Prometheus and shown in the Ray dashboard).
+
+Created lazily, once per replica process, so importing this module outside a replica is free.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from ray.serve import metrics
+
+_LATENCY_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000]
+
+
+@cache
+def ticks() -> metrics.Counter:
+    return metrics.Counter("mlsignals_ticks_total", "Scheduler ticks completed", tag_keys=("outcome",))
+
+
+@cache
+def signals() -> metrics.Counter:
+    return metrics.Counter("mlsignals_signals_total", "Signals produced", tag_keys=("direction",))
+
+
+@cache
+def stage_latency() -> metrics.Histogram:
+    return metrics.Histogram(
+        "mlsignals_stage_latency_ms", "Latency of one pipeline stage", boundaries=_LATENCY_MS, tag_keys=("stage",)
+    )
+
+
+@cache
+def failures() -> metrics.Counter:
+    return metrics.Counter("mlsignals_failures_total", "Per-symbol failures by stage", tag_keys=("stage",))
+
+
+@cache
+def stale_symbols() -> metrics.Gauge:
+    return metrics.Gauge("mlsignals_stale_symbols", "Symbols without fresh candles in the last tick")
+
+
+@cache
+def skipped_minutes() -> metrics.Counter:
+    return metrics.Counter("mlsignals_skipped_minutes_total", "Missed minutes beyond the catch-up limit")
