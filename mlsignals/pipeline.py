@@ -19,8 +19,12 @@ from features.calculator import RealTimeIndicatorCalculator
 from features.candles import GapPolicy, fill_gaps, is_stale
 from features.sources.base import MarketDataSource, last_closed_minute
 from mlsignals.errors import MLSignalsError
-from model.contract import ModelOutput
+from model.contract import ModelOutput, TargetSpec
+from signals.config import SignalConfig
+from signals.ood import FeatureStats
+from signals.prediction_log import PredictionLog, summarize_features
 from signals.processor import MLSignalProcessor
+from signals.publisher import SignalPublisher
 from signals.schema import Signal
 
 log = logging.getLogger(__name__)
@@ -138,28 +142,107 @@ def calculator_feature_index(name: str) -> int:
         raise MLSignalsError(f"feature {name!r} is not in the feature spec") from None
 
 
-class SignalStage:
-    """Model outputs -> Signal (via the one interpreter), never raising."""
+@dataclass(frozen=True)
+class ModelMeta:
+    """What the signal stage must know about the model that produced an output (it can change
+    under a hot swap): version, feature spec, target definition and training feature stats."""
 
-    def __init__(self, processor: MLSignalProcessor, model_version: str, spec_hash: str, feature_stats=None) -> None:
-        self.processor, self.model_version, self.spec_hash = processor, model_version, spec_hash
-        self.feature_stats = feature_stats
+    model_version: str
+    spec_hash: str
+    target_spec: TargetSpec
+    feature_names: list[str]
+    feature_stats: FeatureStats | None = None
 
-    def to_signal(self, fr: FeatureResult, output: ModelOutput | None, error: str | None = None,
-                  now: pd.Timestamp | None = None) -> Signal:
+    @classmethod
+    def of(cls, engine) -> ModelMeta:
+        return cls(engine.model_version, engine.spec_hash, engine.target_spec, list(engine.feature_names),
+                   engine.feature_stats)
+
+
+class SignalSink:
+    """Model output -> Signal (the one interpreter) -> outbox/Redis -> prediction log.
+
+    Never raises: a failing database or Redis is absorbed by the publisher and the log's queue."""
+
+    def __init__(
+        self,
+        config: SignalConfig,
+        publisher: SignalPublisher | None = None,
+        prediction_log: PredictionLog | None = None,
+    ) -> None:
+        self.config, self.publisher, self.prediction_log = config, publisher, prediction_log
+        self._processors: dict[str, MLSignalProcessor] = {}
+
+    def _processor(self, meta: ModelMeta) -> MLSignalProcessor:
+        p = self._processors.get(meta.model_version)
+        if p is None:
+            p = self._processors[meta.model_version] = MLSignalProcessor(self.config, meta.target_spec)
+        return p
+
+    def handle(
+        self,
+        fr: FeatureResult,
+        output: ModelOutput | None,
+        meta: ModelMeta,
+        error: str | None = None,
+        latency_ms: dict[str, float] | None = None,
+        now: pd.Timestamp | None = None,
+        publish: bool = True,
+    ) -> Signal:
+        t0 = time.perf_counter()
         bar_time = fr.bar_time if fr.bar_time is not None else last_closed_minute(now)
-        return self.processor.process(
+        signal = self._processor(meta).process(
             fr.symbol, output,
-            entry=fr.entry if fr.entry else 1.0,
+            entry=fr.entry,
             atr=fr.atr,
             bar_time=bar_time.to_pydatetime(),
-            model_version=self.model_version,
-            feature_spec_hash=self.spec_hash,
+            model_version=meta.model_version,
+            feature_spec_hash=meta.spec_hash,
             features_last_row=None if fr.window is None else fr.window[-1],
-            feature_stats=self.feature_stats,
+            feature_stats=meta.feature_stats,
             now=None if now is None else pd.Timestamp(now).to_pydatetime(),
             error=fr.error or error,
         )
+        lat = {**fr.latency_ms, **(latency_ms or {}), "signal_ms": (time.perf_counter() - t0) * 1e3}
+        if publish and self.publisher is not None:
+            self.publisher.publish(signal)
+        if self.prediction_log is not None:
+            row = None if fr.window is None else fr.window[-1]
+            self.prediction_log.record(
+                signal, output=output, target_spec=meta.target_spec,
+                feature_summary=summarize_features(row, meta.feature_names, meta.spec_hash),
+                latencies_ms=lat,
+            )
+        return signal
+
+
+class SignalPipeline:
+    """All stages in one process: ``mlsignals predict``, the backtest and the benchmarks' baseline."""
+
+    def __init__(self, features: FeatureStage, engine, sink: SignalSink) -> None:
+        self.features, self.engine, self.sink = features, engine, sink
+
+    def run(
+        self,
+        symbols: list[str],
+        end: pd.Timestamp | None = None,
+        candles: dict[str, pd.DataFrame] | None = None,
+        now: pd.Timestamp | None = None,
+        publish: bool = False,
+    ) -> list[Signal]:
+        results = self.features.compute(symbols, end=end, candles=candles, now=now)
+        ready = [s for s in symbols if results[s].window is not None]
+        outputs: dict[str, ModelOutput] = {}
+        errors: dict[str, str] = {}
+        t0 = time.perf_counter()
+        if ready:
+            outputs, errors = self.engine.predict(np.stack([results[s].window for s in ready]), ready)
+        model_ms = (time.perf_counter() - t0) * 1e3
+        meta = ModelMeta.of(self.engine)
+        return [
+            self.sink.handle(results[s], outputs.get(s), meta, errors.get(s), {"model_ms": model_ms}, now, publish)
+            for s in symbols
+        ]
 
 
 def read_bundle_shape(path) -> tuple[int, int]:

@@ -20,7 +20,6 @@ Steps for one symbol at one bar:
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -76,7 +75,7 @@ class MLSignalProcessor:
         symbol: str,
         output: ModelOutput | None,
         *,
-        entry: float,
+        entry: float | None,
         atr: float | None,
         bar_time: datetime,
         model_version: str,
@@ -128,11 +127,11 @@ class MLSignalProcessor:
 
     # ----------------------------------------------------------------- helpers
     def _process(self, output, *, entry, atr, features_last_row, feature_stats, error, **base) -> Signal:
+        if error:  # the upstream reason comes first: it is why there is no usable entry or output
+            return self._neutral(entry, [f"upstream error: {error}"], None, **base)
         if not (isinstance(entry, (int, float)) and math.isfinite(entry) and entry > 0):
             bad = f"entry price {entry!r} is not a positive finite number"
             return self._neutral(entry, [bad], None, **base)
-        if error:
-            return self._neutral(entry, [f"upstream error: {error}"], None, **base)
         if output is None:
             return self._neutral(entry, ["no model output"], None, **base)
         problem = self._malformed(output)
@@ -248,8 +247,8 @@ class MLSignalProcessor:
 
     def _neutral(self, entry, reasons: list[str], v: Vote | None, **base) -> Signal:
         ok_entry = isinstance(entry, (int, float)) and math.isfinite(entry) and entry > 0
-        # The schema needs a positive entry; a broken one is kept out of sight but named in reasons.
-        e = float(entry) if ok_entry else sys.float_info.min
+        # A broken or unknown entry is not passed on as a price; the reasons name it.
+        e = float(entry) if ok_entry else None
         k = v.horizon_index if v else N_HORIZONS - 1
         conf = v.confidence if v else 0.0
         quality = v.quality if v else 0.0

