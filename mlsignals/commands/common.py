@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.candles import read_candles_csv, symbol_from_path, validate_candles
-from mlsignals.errors import MLSignalsError
+from mlsignals.errors import MissingCrossAssetError, MLSignalsError
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -66,3 +66,35 @@ def load_candle_files(
             raise MLSignalsError(f"two candle files for {sym}; pass one file per symbol")
         out[sym] = validate_candles(read_candles_csv(p), sym, timeframe_minutes)
     return out
+
+
+def parse_time(text: str | None) -> pd.Timestamp | None:
+    if text is None:
+        return None
+    try:
+        t = pd.Timestamp(text)
+    except (ValueError, TypeError):
+        raise MLSignalsError(f"--at {text!r}: not a time; use ISO-8601, e.g. 2025-06-01T12:14Z") from None
+    return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).floor("min")
+
+
+def candle_source(candle_files: list[Path] | None, symbol: str):
+    """A FrameSource over the given files, else the configured market-data source."""
+    from features.calculator import find_btc, is_btc
+
+    if candle_files:
+        from features.sources.base import FrameSource
+
+        frames = load_candle_files(candle_files, symbol if len(candle_files) == 1 else None)
+        if symbol not in frames:
+            raise MLSignalsError(f"no candle file for {symbol} among --candles ({', '.join(frames)})")
+        if not is_btc(symbol) and find_btc(list(frames)) is None:
+            raise MissingCrossAssetError(
+                f"{symbol}: cross-asset features need BTC candles; add BTC's file to --candles "
+                "(e.g. --candles BTCUSDT_1m.csv.gz)"
+            )
+        return FrameSource(frames)
+    from features.sources import build_source
+    from mlsignals.settings import load_settings
+
+    return build_source(load_settings())

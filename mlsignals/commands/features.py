@@ -5,43 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 
-from mlsignals.commands.common import emit_json, load_candle_files
-from mlsignals.errors import MissingCrossAssetError, MLSignalsError
-
-
-def _parse_time(text: str | None) -> pd.Timestamp | None:
-    if text is None:
-        return None
-    try:
-        t = pd.Timestamp(text)
-    except (ValueError, TypeError):
-        raise MLSignalsError(f"--at {text!r}: not a time; use ISO-8601, e.g. 2025-06-01T12:14Z") from None
-    return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).floor("min")
-
-
-def _source(candle_files: list[Path] | None, symbol: str):
-    """A FrameSource over the given files, else the configured market-data source."""
-    from features.calculator import find_btc, is_btc
-
-    if candle_files:
-        from features.sources.base import FrameSource
-
-        frames = load_candle_files(candle_files, symbol if len(candle_files) == 1 else None)
-        if symbol not in frames:
-            raise MLSignalsError(f"no candle file for {symbol} among --candles ({', '.join(frames)})")
-        if not is_btc(symbol) and find_btc(list(frames)) is None:
-            raise MissingCrossAssetError(
-                f"{symbol}: cross-asset features need BTC candles; add BTC's file to --candles "
-                "(e.g. --candles BTCUSDT_1m.csv.gz)"
-            )
-        return FrameSource(frames)
-    from features.sources import build_source
-    from mlsignals.settings import load_settings
-
-    return build_source(load_settings())
+from mlsignals.commands.common import candle_source, emit_json, parse_time
+from mlsignals.errors import MLSignalsError
 
 
 def features_cmd(
@@ -59,9 +26,9 @@ def features_cmd(
     from features.calculator import RealTimeIndicatorCalculator, find_btc, is_btc
 
     symbol = symbol.upper()
-    source = _source(candles, symbol)
+    source = candle_source(candles, symbol)
     calc = RealTimeIndicatorCalculator(bar_minutes=bar_minutes, n_rows=1)
-    end = _parse_time(at)
+    end = parse_time(at)
     frames = {symbol: source.get_candles(symbol, calc.required_minutes, end)}
     if not is_btc(symbol):
         btc = find_btc(source.symbols()) or "BTCUSDT"

@@ -1,0 +1,62 @@
+"""`mlsignals train`: train UnifiedPatchTST on the shipped candles and write a verified bundle."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import typer
+
+from mlsignals.commands.common import emit_json
+from mlsignals.errors import ConfigError
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: CUDA is not available on this machine; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return name
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train(
+        out: Path = typer.Option(..., "--out", help="bundle directory to write, e.g. models/mymodel"),
+        config: Path | None = typer.Option(None, "--config", help="YAML/JSON TrainConfig (keys of model/config.py)"),
+        epochs: int | None = typer.Option(None, "--epochs", help="override TrainConfig.epochs"),
+        seed: int | None = typer.Option(None, "--seed", help="override TrainConfig.seed"),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+        as_json: bool = typer.Option(False, "--json", help="print the metrics summary as JSON"),
+    ) -> None:
+        """Train on the configured candle periods (walk-forward validation) and save the bundle."""
+        from model.config import TrainConfig
+        from model.training_run import train_bundle
+
+        logging.basicConfig(level=logging.WARNING)
+        cfg = TrainConfig.from_file(config) if config else TrainConfig()
+        overrides = {k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None}
+        cfg = dataclasses.replace(cfg, **overrides)
+        path, fit, metrics = train_bundle(out, cfg, device=_device(device), progress=not as_json)
+        summary = {
+            "bundle": str(path),
+            "best_epoch": fit.best_epoch,
+            "train_seconds": metrics["train_seconds"],
+            "total_seconds": metrics["total_seconds"],
+            "n_parameters": metrics["n_parameters"],
+            "validation_log_loss": {
+                h: {name: s["log_loss"] for name, s in per.items()}
+                for h, per in metrics["validation"]["scores"].items()
+            },
+        }
+        if as_json:
+            emit_json(summary)
+        else:
+            typer.echo(f"bundle written to {path} (best epoch {fit.best_epoch}, {metrics['total_seconds']} s)")
+            for h, per in summary["validation_log_loss"].items():
+                typer.echo(f"  {h} validation log-loss " + "  ".join(f"{k}={v:.4f}" for k, v in per.items()))
