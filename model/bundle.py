@@ -161,7 +161,7 @@ def load_bundle(path: str | Path, spec_hash: str | None = None) -> Bundle:
     expected = spec_hash if spec_hash is not None else _current_spec_hash()
     if bundle_hash != expected:
         raise ArtifactError(
-            f"{root}: trained for feature spec {bundle_hash}, but features are computed with spec {expected}; "
+            f"{root}: trained for feature spec {bundle_hash}, but features use spec {expected}; "
             "retrain the model (`mlsignals train`) or use the matching feature code"
         )
     scaler, stats = load_preprocessing(root / PREPROCESSING)

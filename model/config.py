@@ -18,9 +18,7 @@ def _from_dict(cls: type, d: dict[str, Any]) -> Any:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ConfigError(
-            f"{cls.__name__}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}"
-        )
+        raise ConfigError(f"{cls.__name__}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
     out = {}
     for f in fields(cls):
         if f.name in d:
@@ -58,9 +56,7 @@ class ModelConfig:
                 f"(patch_len={self.patch_len}, stride={self.stride}, context={self.context_length})"
             )
         if self.d_model % self.n_heads:
-            raise ConfigError(
-                f"ModelConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
-            )
+            raise ConfigError(f"ModelConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
 
     @property
     def n_patches(self) -> int:
@@ -110,6 +106,9 @@ class TrainConfig:
     # baselines fitted on this many training rows (logistic regression, LightGBM, volatility-only)
     baseline_samples: int = 60_000
     max_minutes_per_file: int = 0  # 0 = whole file; tests use small slices
+    # CPU threads for torch. 1 by default: on a shared 2-core machine two OpenMP threads that
+    # meet another busy process slow down ~10x (spin-waiting), one thread degrades gracefully.
+    torch_threads: int = 1
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides (not n_features)
 
     def __post_init__(self) -> None:

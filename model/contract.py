@@ -148,9 +148,7 @@ class ModelOutput:
         out: dict = {}
         for i, x in enumerate(h):
             out[f"return_h{x}"] = float(self.returns[i])
-            out[f"direction_h{x}"] = {
-                d: float(self.direction_probs[i, j]) for j, d in enumerate(DIRECTIONS)
-            }
+            out[f"direction_h{x}"] = {d: float(self.direction_probs[i, j]) for j, d in enumerate(DIRECTIONS)}
             out[f"long_hit_h{x}"] = float(self.long_hit[i])
             out[f"short_hit_h{x}"] = float(self.short_hit[i])
         for name, v in zip(

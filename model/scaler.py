@@ -2,8 +2,8 @@
 
 ``FeatureScaler`` is scikit-learn's ``StandardScaler`` fitted on the training split only; only
 its ``mean_`` / ``scale_`` arrays travel in the bundle and ``transform`` is plain numpy, so
-loading never unpickles anything. ``FeatureStats`` (mean, std, 0.1% / 99.9% quantiles) feed
-the signal processor's out-of-distribution gate.
+loading never unpickles anything. ``signals.ood.FeatureStats`` (mean, std, 0.1% / 99.9% quantiles
+``lo`` / ``hi``) feed the signal processor's out-of-distribution gate.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 from sklearn.preprocessing import StandardScaler
 
 from mlsignals.errors import ArtifactError
+from signals.ood import FeatureStats  # the one definition, shared with the OOD gate
 
 # Standardized values beyond this are clipped: a new exchange or regime can produce values far
 # outside the training range, and one extreme feature should not saturate every attention head.
@@ -49,26 +50,6 @@ class FeatureScaler:
         return np.clip(z, -self.clip, self.clip)
 
 
-@dataclass(frozen=True)
-class FeatureStats:
-    """Per-feature training statistics: names [F], mean, std, q001 (0.1%), q999 (99.9%)."""
-
-    names: tuple[str, ...]
-    mean: np.ndarray
-    std: np.ndarray
-    q001: np.ndarray
-    q999: np.ndarray
-
-    @classmethod
-    def fit(cls, x: np.ndarray, names: list[str] | tuple[str, ...]) -> FeatureStats:
-        q = np.nanquantile(x, [0.001, 0.999], axis=0)
-        return cls(tuple(names), np.nanmean(x, axis=0), np.nanstd(x, axis=0), q[0], q[1])
-
-    def out_of_range(self, row: np.ndarray) -> np.ndarray:
-        """row [F] -> bool [F]: outside the training [0.1%, 99.9%] range."""
-        return (row < self.q001) | (row > self.q999)
-
-
 def save_preprocessing(path: Path, scaler: FeatureScaler, stats: FeatureStats) -> None:
     np.savez(
         path,
@@ -78,8 +59,8 @@ def save_preprocessing(path: Path, scaler: FeatureScaler, stats: FeatureStats) -
         feature_names=np.array(stats.names, dtype=np.str_),
         stats_mean=stats.mean,
         stats_std=stats.std,
-        stats_q001=stats.q001,
-        stats_q999=stats.q999,
+        stats_lo=stats.lo,
+        stats_hi=stats.hi,
     )
 
 
@@ -89,11 +70,11 @@ def load_preprocessing(path: Path) -> tuple[FeatureScaler, FeatureStats]:
         with np.load(path, allow_pickle=False) as z:
             scaler = FeatureScaler(z["scaler_mean"], z["scaler_scale"], float(z["scaler_clip"][0]))
             stats = FeatureStats(
-                tuple(str(n) for n in z["feature_names"]),
-                z["stats_mean"],
-                z["stats_std"],
-                z["stats_q001"],
-                z["stats_q999"],
+                mean=z["stats_mean"],
+                std=z["stats_std"],
+                lo=z["stats_lo"],
+                hi=z["stats_hi"],
+                names=tuple(str(n) for n in z["feature_names"]),
             )
     except (OSError, KeyError, ValueError) as exc:
         raise ArtifactError(f"{path}: unreadable scaler/feature statistics ({exc})") from None

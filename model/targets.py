@@ -45,9 +45,7 @@ def _forward_extreme(x: np.ndarray, k: int, fn: str) -> np.ndarray:
     return rolled.shift(-k).to_numpy()
 
 
-def raw_targets_all_anchors(
-    candles_1m: pd.DataFrame, bar_minutes: int, horizons: tuple[int, ...]
-) -> pd.DataFrame:
+def raw_targets_all_anchors(candles_1m: pd.DataFrame, bar_minutes: int, horizons: tuple[int, ...]) -> pd.DataFrame:
     """Raw targets for every anchor minute of ``candles_1m`` (index: the minute grid)."""
     g = minute_grid(candles_1m)
     close = g["close"].to_numpy()
@@ -132,14 +130,10 @@ def derive_target_spec(
     bands, levels = [], []
     for h in horizons:
         r = raw_train[f"ret_h{h}"].dropna().to_numpy()
-        ex = np.concatenate(
-            [raw_train[f"up_h{h}"].dropna().to_numpy(), raw_train[f"down_h{h}"].dropna().to_numpy()]
-        )
+        ex = np.concatenate([raw_train[f"up_h{h}"].dropna().to_numpy(), raw_train[f"down_h{h}"].dropna().to_numpy()])
         if r.size == 0 or ex.size == 0:
             raise ValueError(f"no complete training targets for horizon {h}")
         bands.append(float(f"{np.quantile(np.abs(r), flat_quantile):.6g}"))
         levels.append(float(f"{max(np.quantile(ex, level_quantile), 1e-6):.6g}"))
     assert len(bands) == N_HORIZONS
-    return TargetSpec(
-        bar_minutes=bar_minutes, horizons=tuple(horizons), flat_bands=tuple(bands), levels=tuple(levels)
-    )
+    return TargetSpec(bar_minutes=bar_minutes, horizons=tuple(horizons), flat_bands=tuple(bands), levels=tuple(levels))

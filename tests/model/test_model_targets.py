@@ -20,9 +20,7 @@ from model.targets import (
     target_columns,
 )
 
-CANDLES = (
-    Path(__file__).resolve().parents[2] / "data" / "candles" / "binance_spot_2024-10" / "ETHUSDT_1m.csv.gz"
-)
+CANDLES = Path(__file__).resolve().parents[2] / "data" / "candles" / "binance_spot_2024-10" / "ETHUSDT_1m.csv.gz"
 H = (1, 2, 4, 8)
 
 

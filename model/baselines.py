@@ -1,0 +1,181 @@
+"""Baselines the model is judged against, fitted on the same training split and stored in the
+bundle as plain numbers (JSON) and LightGBM text models - never pickle.
+
+- majority: the training class shares (climatology).
+- last_return: P(class | sign of the last bar return), from training counts.
+- volatility: direction-blind; a logistic model of "the move clears the FLAT band" on
+  volatility and time-of-day inputs, the move split by the training LONG share; level hits
+  from the same inputs.
+- logistic: multinomial logistic regression on the standardized features at t.
+- lightgbm: gradient-boosted trees on the unscaled features at t.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from mlsignals.errors import ArtifactError
+from model.metrics import Forecast
+from model.targets import FLAT, LONG, SHORT, LabelledTargets
+
+BASELINES_JSON = "baselines.json"
+NAMES = ("majority", "last_return", "volatility", "logistic", "lightgbm")
+
+
+@dataclass
+class BaselineInputs:
+    """Rows [N]: feat_t [N, F] unscaled features at t, feat_scaled [N, F], last_ret [N],
+    vol [N, k] volatility/time inputs."""
+
+    feat_t: np.ndarray
+    feat_scaled: np.ndarray
+    last_ret: np.ndarray
+    vol: np.ndarray
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _binary_logistic(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[list[float], float]:
+    m = LogisticRegression(C=1.0, max_iter=500, random_state=seed).fit(x, y)
+    return m.coef_[0].tolist(), float(m.intercept_[0])
+
+
+@dataclass
+class Baselines:
+    """All fitted baselines; ``params`` is the JSON-able part, ``boosters`` the LightGBM models."""
+
+    params: dict = field(default_factory=dict)
+    boosters: list[lgb.Booster] = field(default_factory=list)
+
+    @classmethod
+    def fit(cls, inp: BaselineInputs, t: LabelledTargets, seed: int, lgbm_rounds: int = 150) -> Baselines:
+        n_h = t.direction.shape[1]
+        shares = np.stack([np.bincount(t.direction[:, i], minlength=3) / len(t) for i in range(n_h)])
+        sign = (inp.last_ret > 0).astype(int)
+        table = np.zeros((n_h, 2, 3))
+        for i in range(n_h):
+            for s in (0, 1):
+                counts = np.bincount(t.direction[sign == s, i], minlength=3) + 1.0  # Laplace smoothing
+                table[i, s] = counts / counts.sum()
+        vmean, vstd = inp.vol.mean(axis=0), inp.vol.std(axis=0) + 1e-9
+        vz = (inp.vol - vmean) / vstd
+        vol: dict = {
+            "mean": vmean.tolist(),
+            "std": vstd.tolist(),
+            "move": [],
+            "long_share": [],
+            "long_hit": [],
+            "short_hit": [],
+        }
+        logistic = []
+        boosters = []
+        for i in range(n_h):
+            y = t.direction[:, i]
+            vol["move"].append(_binary_logistic(vz, (y != FLAT).astype(int), seed))
+            moved = y != FLAT
+            vol["long_share"].append(float((y[moved] == LONG).mean()) if moved.any() else 0.5)
+            vol["long_hit"].append(_binary_logistic(vz, t.long_hit[:, i].astype(int), seed))
+            vol["short_hit"].append(_binary_logistic(vz, t.short_hit[:, i].astype(int), seed))
+            lr = LogisticRegression(C=0.05, max_iter=300, random_state=seed).fit(inp.feat_scaled, y)
+            coef = np.zeros((3, inp.feat_scaled.shape[1]))
+            icpt = np.full(3, -30.0)  # a class never seen in training gets ~0 probability
+            coef[lr.classes_] = lr.coef_
+            icpt[lr.classes_] = lr.intercept_
+            logistic.append({"coef": coef.tolist(), "intercept": icpt.tolist()})
+            ds = lgb.Dataset(inp.feat_t, label=y, free_raw_data=True)
+            params = {
+                "objective": "multiclass",
+                "num_class": 3,
+                "learning_rate": 0.05,
+                "num_leaves": 31,
+                "min_data_in_leaf": 200,
+                "feature_fraction": 0.5,
+                "bagging_fraction": 0.7,
+                "bagging_freq": 1,
+                "lambda_l2": 1.0,
+                "num_threads": 2,
+                "deterministic": True,
+                "force_row_wise": True,
+                "seed": seed,
+                "verbose": -1,
+            }
+            boosters.append(lgb.train(params, ds, num_boost_round=lgbm_rounds))
+        params = {"majority": shares.tolist(), "last_return": table.tolist(), "volatility": vol, "logistic": logistic}
+        return cls(params, boosters)
+
+    def forecasts(self, inp: BaselineInputs) -> dict[str, Forecast]:
+        """Forecasts of every baseline for the rows of ``inp``."""
+        n = inp.last_ret.shape[0]
+        p = self.params
+        shares = np.asarray(p["majority"])
+        n_h = shares.shape[0]
+        out: dict[str, Forecast] = {"majority": Forecast(np.broadcast_to(shares, (n, n_h, 3)).copy())}
+        table = np.asarray(p["last_return"])
+        sign = (inp.last_ret > 0).astype(int)
+        out["last_return"] = Forecast(
+            table[:, sign].transpose(1, 0, 2), returns=np.repeat(inp.last_ret[:, None], n_h, axis=1)
+        )
+        v = p["volatility"]
+        vz = (inp.vol - np.asarray(v["mean"])) / np.asarray(v["std"])
+        d = np.zeros((n, n_h, 3))
+        lh = np.zeros((n, n_h))
+        sh = np.zeros((n, n_h))
+        for i in range(n_h):
+            c, b = v["move"][i]
+            pm = _sigmoid(vz @ np.asarray(c) + b)
+            d[:, i, LONG] = pm * v["long_share"][i]
+            d[:, i, SHORT] = pm * (1 - v["long_share"][i])
+            d[:, i, FLAT] = 1 - pm
+            c, b = v["long_hit"][i]
+            lh[:, i] = _sigmoid(vz @ np.asarray(c) + b)
+            c, b = v["short_hit"][i]
+            sh[:, i] = _sigmoid(vz @ np.asarray(c) + b)
+        out["volatility"] = Forecast(d, long_hit=lh, short_hit=sh)
+        lr = np.stack(
+            [_softmax(inp.feat_scaled @ np.asarray(m["coef"]).T + np.asarray(m["intercept"])) for m in p["logistic"]],
+            axis=1,
+        )
+        out["logistic"] = Forecast(lr, returns=lr[:, :, LONG] - lr[:, :, SHORT])
+        gb = np.stack([b.predict(inp.feat_t) for b in self.boosters], axis=1)
+        out["lightgbm"] = Forecast(gb, returns=gb[:, :, LONG] - gb[:, :, SHORT])
+        return out
+
+    def files(self) -> dict[str, str]:
+        """Bundle files: baselines.json and one LightGBM text model per horizon."""
+        files = {BASELINES_JSON: json.dumps(self.params) + "\n"}
+        for i, b in enumerate(self.boosters):
+            files[f"baseline_lgbm_{i}.txt"] = b.model_to_string()
+        return files
+
+    @classmethod
+    def load(cls, root: Path) -> Baselines:
+        """Read from a verified bundle directory."""
+        path = root / BASELINES_JSON
+        if not path.exists():
+            raise ArtifactError(f"{root}: no {BASELINES_JSON}; this bundle was saved without baselines")
+        params = json.loads(path.read_text())
+        n_h = len(params["majority"])
+        boosters = []
+        for i in range(n_h):
+            f = root / f"baseline_lgbm_{i}.txt"
+            if not f.exists():
+                raise ArtifactError(f"{root}: missing {f.name}")
+            boosters.append(lgb.Booster(model_str=f.read_text()))
+        return cls(params, boosters)
+
+
+__all__ = ["Baselines", "BaselineInputs", "NAMES", "LONG", "SHORT", "FLAT"]

@@ -1,0 +1,140 @@
+"""Evaluation of a bundle on any candles, next to the baselines on the same rows.
+
+``compare`` scores the model and every baseline per horizon (see ``model.metrics``);
+``evaluate_candles`` runs the whole path for ``mlsignals evaluate``: verified bundle -> features
+of every anchor -> targets with the bundle's TargetSpec -> one forecast per row -> scores and
+a report (``model.report``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mlsignals.errors import MissingCrossAssetError, MLSignalsError
+from model.baselines import BaselineInputs, Baselines
+from model.bundle import Bundle, load_bundle
+from model.contract import DIRECTION_LOGITS, LONG_HIT_LOGITS, RETURNS, SHORT_HIT_LOGITS, TargetSpec
+from model.dataset import AnchorPool
+from model.metrics import Forecast, score_all
+from model.patchtst import UnifiedPatchTST
+from model.scaler import FeatureScaler
+from model.series import BTC, build_series
+from model.targets import LabelledTargets
+from model.train import predict_raw
+
+log = logging.getLogger(__name__)
+
+
+def forecast_from_raw(raw: np.ndarray) -> Forecast:
+    """raw [N, 28] -> Forecast (softmax directions, sigmoid hits, returns as the IC score)."""
+    logits = raw[:, DIRECTION_LOGITS].reshape(-1, 4, 3).astype(np.float64)
+    logits -= logits.max(axis=-1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=-1, keepdims=True)
+    sig = lambda z: 1.0 / (1.0 + np.exp(-z.astype(np.float64)))  # noqa: E731
+    return Forecast(
+        p,
+        returns=raw[:, RETURNS].astype(np.float64),
+        long_hit=sig(raw[:, LONG_HIT_LOGITS]),
+        short_hit=sig(raw[:, SHORT_HIT_LOGITS]),
+    )
+
+
+def baseline_inputs(pool: AnchorPool, rows: np.ndarray, scaler: FeatureScaler) -> BaselineInputs:
+    feat = pool.unscaled[rows].astype(np.float64)
+    scaled = np.nan_to_num(scaler.transform(feat).astype(np.float64))
+    return BaselineInputs(feat, scaled, pool.last_return(rows), pool.vol_inputs(rows))
+
+
+def compare(
+    model_fc: Forecast, baseline_fc: dict[str, Forecast], t: LabelledTargets, horizons: tuple[int, ...]
+) -> dict[str, dict[str, dict]]:
+    """{"h1": {"model": scores, "majority": scores, ...}, ...} on the same rows."""
+    per = {"model": score_all(model_fc, t, horizons)}
+    for name, fc in baseline_fc.items():
+        per[name] = score_all(fc, t, horizons)
+    return {f"h{h}": {name: per[name][f"h{h}"] for name in per} for h in horizons}
+
+
+@dataclass
+class EvalResult:
+    scores: dict
+    n_rows: int
+    symbols: list[str]
+    period: dict
+    class_shares: dict
+    model_fc: Forecast
+    targets: LabelledTargets
+
+
+def evaluate_pool(
+    model: UnifiedPatchTST,
+    scaler: FeatureScaler,
+    spec: TargetSpec,
+    baselines: Baselines,
+    pool: AnchorPool,
+    rows: np.ndarray,
+    device: str = "cpu",
+) -> EvalResult:
+    """Model and baselines on ``rows`` of a scaled pool."""
+    t = pool.labels(rows, spec)
+    model.to(torch.device(device))
+    fc = forecast_from_raw(predict_raw(model, pool, rows, torch.device(device)))
+    model.cpu()
+    bfc = baselines.forecasts(baseline_inputs(pool, rows, scaler))
+    times = pool.times[rows]
+    shares = {
+        f"h{h}": (np.bincount(t.direction[:, i], minlength=3) / max(len(t), 1)).round(4).tolist()
+        for i, h in enumerate(spec.horizons)
+    }
+    return EvalResult(
+        compare(fc, bfc, t, spec.horizons),
+        int(len(rows)),
+        sorted(set(pool.symbols)),
+        {"start": times.min().isoformat(), "end": times.max().isoformat()},
+        shares,
+        fc,
+        t,
+    )
+
+
+def load_eval_frames(paths: list[Path]) -> dict[str, pd.DataFrame]:
+    """Candle files -> validated frames cut to their common minutes; BTC required for others."""
+    from mlsignals.commands.common import load_candle_files
+
+    frames = load_candle_files(paths)
+    if any(s != BTC for s in frames) and BTC not in frames:
+        raise MissingCrossAssetError(
+            f"cross-asset features need {BTC} candles over the same minutes; add its file to --candles"
+        )
+    start = max(f.index[0] for f in frames.values())
+    stop = min(f.index[-1] for f in frames.values())
+    if start >= stop:
+        raise MLSignalsError("the candle files share no common minutes")
+    return {s: f.loc[start:stop] for s, f in frames.items()}
+
+
+def evaluate_candles(
+    model_dir: Path, candle_files: list[Path], stride: int = 7, device: str = "cpu", spec_hash: str | None = None
+) -> tuple[EvalResult, Bundle]:
+    """Score a bundle on candle files. ``stride``: every stride-th valid anchor (7 is coprime
+    with 15, so every bar alignment is represented)."""
+    bundle = load_bundle(model_dir, spec_hash=spec_hash)
+    baselines = Baselines.load(bundle.path)
+    frames = load_eval_frames(candle_files)
+    series = build_series(frames, "eval", bundle.bar_minutes, bundle.target_spec.horizons)
+    pool = AnchorPool.build(series, bundle.context_length, bundle.bar_minutes)
+    pool.apply_scaler(bundle.scaler)
+    if pool.valid.size == 0:
+        raise MLSignalsError(
+            f"no complete rows to evaluate: need at least warm-up + {bundle.context_length} bars of "
+            f"{bundle.bar_minutes} min plus the longest horizon"
+        )
+    rows = pool.valid[:: max(1, stride)]
+    return evaluate_pool(bundle.model, bundle.scaler, bundle.target_spec, baselines, pool, rows, device), bundle

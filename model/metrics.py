@@ -1,0 +1,96 @@
+"""Per-horizon scores of a forecast against labelled targets (plain numpy / scikit-learn).
+
+A forecast for N rows is ``Forecast``: direction probabilities [N, 4, 3] (DIRECTIONS order),
+optionally a return score [N, 4] (for the information coefficient) and level-hit
+probabilities [N, 4] each side. Metrics a forecaster cannot produce are None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import spearmanr
+from sklearn.metrics import f1_score, roc_auc_score
+
+from model.targets import FLAT, LONG, SHORT, LabelledTargets
+
+EPS = 1e-7
+
+
+@dataclass
+class Forecast:
+    direction: np.ndarray  # [N, 4, 3]
+    returns: np.ndarray | None = None  # [N, 4] any monotone score of the expected return
+    long_hit: np.ndarray | None = None  # [N, 4]
+    short_hit: np.ndarray | None = None  # [N, 4]
+
+
+def log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], EPS, 1.0))))
+
+
+def brier(p: np.ndarray, y: np.ndarray) -> float:
+    onehot = np.eye(p.shape[1])[y]
+    return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
+
+
+def ece(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error of the top-label confidence (equal-width bins)."""
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            total += m.mean() * abs(conf[m].mean() - correct[m].mean())
+    return float(total)
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
+    if len(np.unique(y)) < 2 or not np.isfinite(score).all():
+        return None
+    return float(roc_auc_score(y, score))
+
+
+def direction_auc(p: np.ndarray, y: np.ndarray) -> float | None:
+    """LONG vs SHORT on rows whose outcome was not FLAT; score P(L) / (P(L) + P(S))."""
+    m = y != FLAT
+    score = p[m, LONG] / (p[m, LONG] + p[m, SHORT] + EPS)
+    return _auc((y[m] == LONG).astype(int), score)
+
+
+def information_coefficient(score: np.ndarray, realised: np.ndarray) -> float | None:
+    if np.std(score) == 0:
+        return None
+    return float(spearmanr(score, realised).statistic)
+
+
+def horizon_scores(f: Forecast, t: LabelledTargets, i: int) -> dict[str, float | None]:
+    """All scores of horizon index i."""
+    p = np.clip(f.direction[:, i, :], EPS, 1.0)
+    p = p / p.sum(axis=1, keepdims=True)
+    y = t.direction[:, i]
+    out: dict[str, float | None] = {
+        "log_loss": log_loss(p, y),
+        "accuracy": float(np.mean(p.argmax(axis=1) == y)),
+        "macro_f1": float(f1_score(y, p.argmax(axis=1), average="macro", labels=[LONG, SHORT, FLAT])),
+        "brier": brier(p, y),
+        "ece": ece(p, y),
+        "direction_auc": direction_auc(p, y),
+        "ic": information_coefficient(f.returns[:, i], t.returns[:, i]) if f.returns is not None else None,
+        "long_hit_auc": _auc(t.long_hit[:, i].astype(int), f.long_hit[:, i]) if f.long_hit is not None else None,
+        "short_hit_auc": _auc(t.short_hit[:, i].astype(int), f.short_hit[:, i]) if f.short_hit is not None else None,
+    }
+    return out
+
+
+def score_all(f: Forecast, t: LabelledTargets, horizons: tuple[int, ...]) -> dict[str, dict[str, float | None]]:
+    return {f"h{h}": horizon_scores(f, t, i) for i, h in enumerate(horizons)}
+
+
+def class_shares(t: LabelledTargets) -> np.ndarray:
+    """[4, 3] share of each class per horizon."""
+    return np.stack([np.bincount(t.direction[:, i], minlength=3) / len(t) for i in range(t.direction.shape[1])])
