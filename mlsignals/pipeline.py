@@ -230,6 +230,17 @@ class SignalPipeline:
         now: pd.Timestamp | None = None,
         publish: bool = False,
     ) -> list[Signal]:
+        return [sig for _, sig in self.run_detailed(symbols, end, candles, now, publish)]
+
+    def run_detailed(
+        self,
+        symbols: list[str],
+        end: pd.Timestamp | None = None,
+        candles: dict[str, pd.DataFrame] | None = None,
+        now: pd.Timestamp | None = None,
+        publish: bool = False,
+    ) -> list[tuple[FeatureResult, Signal]]:
+        """Like ``run``, with each symbol's feature-stage result beside its signal."""
         results = self.features.compute(symbols, end=end, candles=candles, now=now)
         ready = [s for s in symbols if results[s].window is not None]
         outputs: dict[str, ModelOutput] = {}
@@ -240,7 +251,8 @@ class SignalPipeline:
         model_ms = (time.perf_counter() - t0) * 1e3
         meta = ModelMeta.of(self.engine)
         return [
-            self.sink.handle(results[s], outputs.get(s), meta, errors.get(s), {"model_ms": model_ms}, now, publish)
+            (results[s],
+             self.sink.handle(results[s], outputs.get(s), meta, errors.get(s), {"model_ms": model_ms}, now, publish))
             for s in symbols
         ]
 

@@ -72,7 +72,8 @@ class SchedulerConfig(BaseModel):
     enabled: bool = True
     delay_seconds: float = Field(2.0, ge=0, le=50, description="wait after the minute boundary for candles to close")
     symbol_timeout_s: float = Field(20.0, gt=0, le=55)
-    catch_up: bool = Field(True, description="run one missed minute after a restart")
+    catch_up: bool = Field(True, description="after a restart, run each missed minute once")
+    max_catch_up: int = Field(5, ge=0, le=60, description="missed minutes run at most; older ones are reported")
 
 
 class ServerConfig(BaseModel):
@@ -171,7 +172,7 @@ def _describe(err: dict) -> str:
 
 def load_settings(config_file: str | Path | None = None, **overrides: object) -> Settings:
     """Build the settings for this process; raises ConfigError with every invalid key."""
-    path = Path(config_file) if config_file else Path(os.environ.get("MLSIGNALS_CONFIG", DEFAULT_CONFIG))
+    path = project_path(config_file) if config_file else Path(os.environ.get("MLSIGNALS_CONFIG", DEFAULT_CONFIG))
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
     old = os.environ.get("MLSIGNALS_CONFIG")

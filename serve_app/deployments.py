@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -17,16 +19,17 @@ from features.calculator import RealTimeIndicatorCalculator
 from features.candles import GapPolicy
 from features.sources import build_source
 from mlsignals.errors import ArtifactError
-from mlsignals.pipeline import FeatureResult, FeatureStage, read_bundle_shape
+from mlsignals.pipeline import FeatureResult, FeatureStage, ModelMeta, SignalSink, read_bundle_shape
 from mlsignals.settings import load_settings, project_path
 from model.contract import ModelOutput
 from model.inference import InferenceEngine
 from serve_app import metrics
+from signals.schema import Signal
 
 log = logging.getLogger("ray.serve")
 
 
-@serve.deployment(name="FeatureCalculator", ray_actor_options={"num_cpus": 1}, max_ongoing_requests=8)
+@serve.deployment(name="FeatureCalculator", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)
 class FeatureCalculator:
     """Candles from the configured market-data source -> feature windows for many symbols."""
 
@@ -60,7 +63,7 @@ class MLManagerConfig(BaseModel):
     batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=1.0)
 
 
-@serve.deployment(name="MLManager", ray_actor_options={"num_cpus": 1, "num_gpus": 0}, max_ongoing_requests=512)
+@serve.deployment(name="MLManager", ray_actor_options={"num_cpus": 0.5, "num_gpus": 0}, max_ongoing_requests=512)
 class MLManager:
     """Holds the compiled UnifiedPatchTST. Concurrent per-symbol calls of one tick are batched
     into one forward pass by ``@serve.batch``; ``reconfigure`` hot-swaps the bundle: the old
@@ -113,15 +116,35 @@ class MLManager:
         self, items: list[tuple[str, np.ndarray]]
     ) -> list[tuple[ModelOutput | None, str | None]]:
         t0 = time.perf_counter()
-        symbols = [s for s, _ in items]
-        values = np.stack([w for _, w in items]).astype(np.float32, copy=False)
-        # the forward pass is CPU/GPU bound: run it off the replica's event loop
-        outputs, errors = await asyncio.to_thread(self.engine.predict, values, symbols)
+        keys = [f"{s}#{i}" for i, (s, _) in enumerate(items)]  # one symbol may be twice in a batch
+        try:
+            values = np.stack([w for _, w in items]).astype(np.float32, copy=False)
+            # the forward pass is CPU/GPU bound: run it off the replica's event loop
+            outputs, errors = await asyncio.to_thread(self.engine.predict, values, keys)
+        except Exception as exc:  # a bad window shape must not fail the other symbols' requests
+            return self._one_by_one(items, exc)
         metrics.stage_latency().observe((time.perf_counter() - t0) * 1e3, tags={"stage": "model"})
-        return [(outputs.get(s), errors.get(s)) for s in symbols]
+        return [(outputs.get(k), errors.get(k)) for k in keys]
 
-    async def predict(self, symbol: str, window: np.ndarray) -> tuple[ModelOutput | None, str | None]:
-        return await self.predict_batch((symbol, window))
+    def _one_by_one(self, items: list[tuple[str, np.ndarray]], exc: Exception) -> list:
+        log.warning("batched forward failed (%s); retrying symbol by symbol", exc)
+        out = []
+        for s, w in items:
+            try:
+                o, e = self.engine.predict(np.asarray(w, dtype=np.float32)[None], [s])
+                out.append((o.get(s), e.get(s)))
+            except Exception as one_exc:
+                metrics.failures().inc(tags={"stage": "model"})
+                out.append((None, f"{type(one_exc).__name__}: {one_exc}"))
+        return out
+
+    async def predict(self, symbol: str, window: np.ndarray) -> tuple[ModelOutput | None, str | None, str]:
+        """(output, error, model_version) for one symbol's window [context, F]."""
+        output, error = await self.predict_batch((symbol, window))
+        return output, error, self.engine.model_version
+
+    def meta(self) -> ModelMeta:
+        return ModelMeta.of(self.engine)
 
     def info(self) -> dict:
         e = self.engine
@@ -134,3 +157,58 @@ class MLManager:
             "bundle_path": str(e.bundle_path),
             "last_reload_error": self.last_reload_error,
         }
+
+
+@serve.deployment(name="SignalProcessor", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
+class SignalProcessor:
+    """Model output -> Signal -> outbox -> Redis, plus the prediction log. The outbox relay runs
+    in a watched thread: the health check fails when it died."""
+
+    def __init__(self, config_path: str | None = None) -> None:
+        from mlsignals import services
+
+        settings = load_settings(config_path)
+        self.redis = services.redis_client(settings)
+        self.outbox, self.relay, publisher = services.delivery(settings, self.redis)
+        self.sink = SignalSink(settings.signals, publisher, services.prediction_log(settings))
+        self.delivery_config = settings.delivery
+        self._stop = threading.Event()
+        self._relay_thread = threading.Thread(target=self.relay.run_forever, args=(self._stop,), daemon=True,
+                                              name="outbox-relay")
+        self._relay_thread.start()
+
+    def handle(self, fr: FeatureResult, output: ModelOutput | None, meta: ModelMeta, error: str | None = None,
+               latency_ms: dict[str, float] | None = None, publish: bool = True) -> Signal:
+        t0 = time.perf_counter()
+        signal = self.sink.handle(fr, output, meta, error, latency_ms, publish=publish)
+        metrics.signals().inc(tags={"direction": signal.direction.value})
+        metrics.stage_latency().observe((time.perf_counter() - t0) * 1e3, tags={"stage": "signal"})
+        if self.sink.prediction_log is not None:
+            self.sink.prediction_log.flush()
+        return signal
+
+    def latest(self, symbol: str) -> dict | None:
+        """The last signal delivered for ``symbol`` (the per-symbol "latest" hash)."""
+        raw = self.redis.hget(self.delivery_config.latest_key(symbol), "signal")
+        return json.loads(raw) if raw else None
+
+    def status(self) -> dict:
+        try:
+            self.redis.ping()
+            redis_ok = True
+        except Exception:  # any connection failure means "not reachable"
+            redis_ok = False
+        try:
+            pending = self.outbox.pending_count()
+            db_ok = True
+        except Exception:
+            pending, db_ok = None, False
+        return {"redis": redis_ok, "database": db_ok, "outbox_pending": pending,
+                "relay_alive": self._relay_thread.is_alive(), "relay_last_error": self.relay.last_error}
+
+    def check_health(self) -> None:
+        if not self._relay_thread.is_alive():
+            raise RuntimeError("outbox relay thread died")
+
+    def __del__(self) -> None:
+        self._stop.set()

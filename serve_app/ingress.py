@@ -1,0 +1,178 @@
+"""HTTP ingress (FastAPI through ``@serve.ingress``): /predict, /signals/latest/{symbol},
+/healthz, /readyz, /tick, OpenAPI docs at /docs. Typed errors become 4xx/503 here and only here."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from datetime import datetime
+from typing import Annotated
+
+import pandas as pd
+from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from features.candles import CANDLE_COLUMNS, validate_candles
+from mlsignals.errors import (
+    CandleValidationError,
+    DataSourceError,
+    InsufficientDataError,
+    MissingCrossAssetError,
+    MLSignalsError,
+    UnknownSymbolError,
+)
+from mlsignals.pipeline import BTC
+from mlsignals.settings import load_settings
+from signals.schema import Signal
+
+log = logging.getLogger("ray.serve")
+_STATUS = {
+    CandleValidationError: 422, InsufficientDataError: 422, MissingCrossAssetError: 422,
+    UnknownSymbolError: 404, DataSourceError: 503,
+}
+
+
+class CandleIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timestamp: datetime | int = Field(description="open time: ISO-8601 (naive = UTC) or epoch milliseconds")
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: str = Field(min_length=2, max_length=20, pattern=r"^[A-Za-z0-9]+$", examples=["BTCUSDT"])
+    candles: list[CandleIn] | None = Field(None, description="1-minute candles, oldest first; default: the source")
+    btc_candles: list[CandleIn] | None = Field(None, description="BTC's candles over the same minutes (non-BTC)")
+
+    @field_validator("symbol")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        return v.upper()
+
+
+def _frame(rows: list[CandleIn], symbol: str) -> pd.DataFrame:
+    ts = [r.timestamp for r in rows]
+    index = (pd.to_datetime(ts, unit="ms", utc=True) if all(isinstance(t, int) for t in ts)
+             else pd.to_datetime([pd.Timestamp(t) for t in ts], utc=True))
+    df = pd.DataFrame([[getattr(r, c) for c in CANDLE_COLUMNS] for r in rows], columns=list(CANDLE_COLUMNS),
+                      index=pd.DatetimeIndex(index, name="timestamp"))
+    return validate_candles(df, symbol)
+
+
+app = FastAPI(
+    title="mlsignals",
+    description="Real-time ML trading signals (UnifiedPatchTST on 240+ technical features).",
+    version="0.1.0",
+)
+
+
+@app.exception_handler(MLSignalsError)
+async def _typed_errors(_: Request, exc: MLSignalsError) -> JSONResponse:
+    status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 422)
+    return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
+@serve.ingress(app)
+class Ingress:
+    def __init__(
+        self, features: DeploymentHandle, ml: DeploymentHandle, signals: DeploymentHandle,
+        scheduler: DeploymentHandle, config_path: str | None = None,
+    ) -> None:
+        settings = load_settings(config_path)
+        self.features, self.ml, self.signals, self.scheduler = features, ml, signals, scheduler
+        self.symbols = set(settings.symbols)
+        self.max_body = settings.server.max_body_bytes
+        self.max_candles = settings.server.max_candles
+        self._api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
+
+    # --- guards -------------------------------------------------------------------------
+    async def _guard(self, request: Request, x_api_key: str | None) -> None:
+        if self._api_key is not None and not (
+            x_api_key is not None and hmac.compare_digest(x_api_key.encode(), self._api_key)  # constant time
+        ):
+            raise HTTPException(401, "missing or wrong X-API-Key header")
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            raise HTTPException(413, f"request body larger than {self.max_body} bytes")
+        if len(await request.body()) > self.max_body:  # chunked bodies carry no length header
+            raise HTTPException(413, f"request body larger than {self.max_body} bytes")
+
+    # --- routes -------------------------------------------------------------------------
+    @app.post("/predict", response_model=Signal, responses={401: {}, 404: {}, 413: {}, 422: {}, 503: {}})
+    async def predict(
+        self, request: Request, body: PredictRequest,
+        x_api_key: Annotated[str | None, Header()] = None,
+    ) -> Signal:
+        """The signal for one symbol now, or for the candles given (BTC's too for a non-BTC symbol)."""
+        await self._guard(request, x_api_key)
+        sym = body.symbol
+        candles = None
+        if body.candles is not None:
+            if len(body.candles) + len(body.btc_candles or []) > self.max_candles:
+                raise HTTPException(413, f"at most {self.max_candles} candles per request")
+            candles = {sym: _frame(body.candles, sym)}
+            if sym != BTC:
+                if not body.btc_candles:
+                    raise MissingCrossAssetError(f"{sym}: cross-asset features need btc_candles over the same minutes")
+                candles[BTC] = _frame(body.btc_candles, BTC)
+        elif sym not in self.symbols:
+            raise UnknownSymbolError(f"unknown symbol {sym}; served: {', '.join(sorted(self.symbols))}")
+        t0 = time.perf_counter()
+        fr = (await self.features.compute.remote([sym], candles=candles))[sym]
+        if candles is not None and fr.error:  # the caller's candles cannot be used: a 422 naming why
+            raise HTTPException(422, fr.error)
+        output, error, version = (None, None, None)
+        if fr.window is not None:
+            output, error, version = await self.ml.predict.remote(sym, fr.window)
+        meta = await self.ml.meta.remote()
+        fr.latency_ms["http_ms"] = (time.perf_counter() - t0) * 1e3
+        # HTTP predictions are logged but not pushed to the trading stream: that carries the
+        # scheduler's signals only, one per symbol and minute.
+        return await self.signals.handle.remote(fr, output, meta, error, publish=False)
+
+    @app.get("/signals/latest/{symbol}", response_model=Signal, responses={404: {}})
+    async def latest(
+        self, request: Request, symbol: str, x_api_key: Annotated[str | None, Header()] = None
+    ) -> Signal:
+        """The last signal delivered onto the stream for ``symbol``."""
+        await self._guard(request, x_api_key)
+        raw = await self.signals.latest.remote(symbol.upper())
+        if raw is None:
+            raise HTTPException(404, f"no signal delivered yet for {symbol.upper()}")
+        return Signal.model_validate(raw)
+
+    @app.post("/tick", responses={401: {}})
+    async def tick(self, request: Request, x_api_key: Annotated[str | None, Header()] = None) -> dict:
+        """Run the pipeline for every configured symbol now (operators, tests)."""
+        await self._guard(request, x_api_key)
+        return await self.scheduler.tick_now.remote()
+
+    @app.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        """Ready when the model is loaded and Redis and the database answer."""
+        checks: dict = {}
+        try:
+            checks["model"] = await self.ml.info.remote()
+            deps = await self.signals.status.remote()
+            checks.update(deps)
+            checks["scheduler"] = await self.scheduler.status.remote()
+        except Exception as exc:
+            checks["error"] = f"{type(exc).__name__}"
+        ready = bool(checks.get("model")) and checks.get("redis") is True and checks.get("database") is True
+        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+

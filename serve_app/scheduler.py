@@ -1,0 +1,152 @@
+"""SignalScheduler: the cron of the service, a single-replica Serve deployment.
+
+Why a Serve-managed deployment and not a named detached actor: its lifetime is the
+application's (``serve shutdown`` or a redeploy removes it; no orphan keeps firing into a stale
+app), the Serve controller restarts it when it dies or its health check fails, and it takes
+its settings the same way as the other deployments. Restarts are safe because which minutes
+ran lives in Redis (mlsignals/ticks.py), not in the replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import pandas as pd
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from mlsignals.pipeline import FeatureResult, ModelMeta
+from mlsignals.settings import load_settings
+from mlsignals.ticks import TickLedger, plan_ticks, seconds_until_next
+from serve_app import metrics
+
+log = logging.getLogger("ray.serve")
+
+
+@dataclass
+class TickReport:
+    tick_id: str
+    minute: str
+    signals: dict[str, str] = field(default_factory=dict)  # symbol -> direction
+    errors: dict[str, str] = field(default_factory=dict)  # symbol -> reason (still a NEUTRAL signal)
+    seconds: float = 0.0
+
+
+@serve.deployment(
+    name="SignalScheduler", num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=4,
+    health_check_period_s=10,
+)
+class SignalScheduler:
+    async def __init__(
+        self, features: DeploymentHandle, ml: DeploymentHandle, signals: DeploymentHandle,
+        config_path: str | None = None,
+    ) -> None:
+        from mlsignals import services
+
+        self.features, self.ml, self.signals = features, ml, signals
+        self.settings = load_settings(config_path)
+        self.symbols = self.settings.symbols
+        self.cfg = self.settings.scheduler
+        self.ledger = TickLedger(services.redis_client(self.settings), self.settings.delivery.prefix)
+        self._meta: ModelMeta | None = None
+        self._lock = asyncio.Lock()  # one tick at a time: a slow tick delays, never overlaps, the next
+        self.last_report: TickReport | None = None
+        self._task: asyncio.Task | None = None
+        if self.cfg.enabled:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="scheduler-loop")
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(seconds_until_next(pd.Timestamp.now(tz="UTC"), self.cfg.delay_seconds))
+            try:
+                await self.run_due()
+            except Exception:  # a failed tick is logged and counted; the clock keeps going
+                log.exception("scheduler tick failed")
+                metrics.ticks().inc(tags={"outcome": "failed"})
+
+    async def run_due(self) -> list[TickReport]:
+        plan = plan_ticks(pd.Timestamp.now(tz="UTC"), self.cfg.delay_seconds, self.ledger.last_completed(),
+                          self.cfg.catch_up, self.cfg.max_catch_up)
+        if plan.skipped:
+            log.warning("scheduler: %d missed minute(s) beyond the catch-up limit were skipped", plan.skipped)
+            metrics.skipped_minutes().inc(plan.skipped)
+        reports = []
+        for minute in plan.run:
+            if self.ledger.claim(minute):
+                reports.append(await self.tick(minute))
+                self.ledger.complete(minute)
+        return reports
+
+    async def tick_now(self) -> dict:
+        """Run the pipeline for the latest closed minute now (operators, tests). Repeating a
+        minute is harmless: signal ids are deterministic, so delivery and the log ignore repeats."""
+        minute = plan_ticks(pd.Timestamp.now(tz="UTC"), 0, None, False).run[0]
+        self.ledger.claim(minute)
+        report = await self.tick(minute)
+        self.ledger.complete(minute)
+        return report.__dict__
+
+    async def _model_meta(self, version: str | None) -> ModelMeta:
+        """The serving model's meta, refreshed when an output names another version (hot swap)."""
+        if self._meta is None or (version is not None and version != self._meta.model_version):
+            self._meta = await self.ml.meta.remote()
+        return self._meta
+
+    async def _one(self, fr: FeatureResult, tick_id: str) -> tuple[str, str | None]:
+        error = None
+        try:
+            async with asyncio.timeout(self.cfg.symbol_timeout_s):
+                output, version = None, None
+                if fr.window is not None:
+                    t0 = time.perf_counter()
+                    output, error, version = await self.ml.predict.remote(fr.symbol, fr.window)
+                    fr.latency_ms["model_ms"] = (time.perf_counter() - t0) * 1e3
+                meta = await self._model_meta(version)
+                signal = await self.signals.handle.remote(fr, output, meta, error)
+        except Exception as exc:  # timeout or a dead replica: this symbol is NEUTRAL with the reason
+            error = "timeout" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+            error = f"{fr.symbol}: {error} (tick {tick_id})"
+            metrics.failures().inc(tags={"stage": "tick"})
+            try:
+                meta = await self._model_meta(None)
+                signal = await self.signals.handle.remote(fr, None, meta, error)
+            except Exception as exc2:
+                log.error("tick %s: %s could not even be reported (%s)", tick_id, fr.symbol, exc2)
+                return "FAILED", error
+        return signal.direction.value, fr.error or error
+
+    async def tick(self, minute: pd.Timestamp) -> TickReport:
+        async with self._lock:
+            tick_id = uuid.uuid4().hex[:12]
+            t0 = time.perf_counter()
+            report = TickReport(tick_id, minute.isoformat())
+            log.info("tick %s for %s: %d symbols", tick_id, minute.isoformat(), len(self.symbols))
+            results: dict[str, FeatureResult] = await self.features.compute.remote(self.symbols, end=minute)
+            outcomes = await asyncio.gather(*(self._one(results[s], tick_id) for s in self.symbols))
+            for sym, (direction, err) in zip(self.symbols, outcomes, strict=True):
+                report.signals[sym] = direction
+                if err:
+                    report.errors[sym] = err
+            report.seconds = time.perf_counter() - t0
+            metrics.ticks().inc(tags={"outcome": "ok"})
+            metrics.stage_latency().observe(report.seconds * 1e3, tags={"stage": "tick"})
+            log.info("tick %s done in %.2fs: %s", tick_id, report.seconds, report.signals)
+            self.last_report = report
+            return report
+
+    def status(self) -> dict:
+        last = self.ledger.last_completed()
+        return {
+            "enabled": self.cfg.enabled,
+            "loop_alive": self._task is not None and not self._task.done(),
+            "last_completed": last.isoformat() if last is not None else None,
+            "last_tick": None if self.last_report is None else self.last_report.__dict__,
+        }
+
+    def check_health(self) -> None:
+        if self._task is not None and self._task.done():
+            raise RuntimeError(f"scheduler loop ended: {self._task.exception() if not self._task.cancelled() else 'cancelled'}")
