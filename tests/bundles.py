@@ -1,0 +1,32 @@
+"""Small real bundles for tests: the real feature spec and a scaler fitted on real candles,
+with a tiny untrained UnifiedPatchTST (tests check plumbing, not skill)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from features.calculator import compute_features
+from features.spec import FEATURE_NAMES, SPEC_HASH
+from model.bundle import save_bundle
+from model.config import ModelConfig
+from model.contract import TargetSpec
+from model.patchtst import UnifiedPatchTST
+from model.scaler import FeatureScaler, FeatureStats
+
+
+def make_test_bundle(out: Path, candles: dict[str, pd.DataFrame], bar_minutes: int = 1, context: int = 32,
+                     seed: int = 0) -> Path:
+    btc = candles["BTCUSDT"].iloc[:3000]
+    x = compute_features(btc, None, "BTCUSDT").dropna().to_numpy()
+    torch.manual_seed(seed)
+    cfg = ModelConfig(n_features=len(FEATURE_NAMES), context_length=context, patch_len=8, stride=4,
+                      d_model=16, n_heads=2, n_layers=1)
+    return save_bundle(
+        out, UnifiedPatchTST(cfg).eval(), TargetSpec(bar_minutes=bar_minutes), FEATURE_NAMES, SPEC_HASH,
+        FeatureScaler.fit(x), FeatureStats.from_matrix(np.asarray(x), FEATURE_NAMES),
+        {"note": "untrained test bundle"}, {},
+    )
