@@ -64,8 +64,27 @@ def _align_btc(bars: pd.DataFrame, btc_bars: pd.DataFrame | None, symbol: str) -
     return btc
 
 
+def _plan() -> list[tuple[str, dict, list[tuple[int, str | None, int]]]]:
+    """The spec grouped by indicator call: (indicator, params, [(column, output, warm-up), ...]),
+    so each distinct call runs once per frame and the loop does no per-feature dict work."""
+    calls: dict[tuple, tuple[str, dict, list]] = {}
+    for j, f in enumerate(FEATURES):
+        params = dict(f.params)
+        output = params.pop("output", None)
+        key = (f.indicator, tuple(sorted(params.items())))
+        calls.setdefault(key, (f.indicator, params, []))[2].append((j, output, f.warmup))
+    return list(calls.values())
+
+
+_PLAN = _plan()
+
+
 def compute_features(
-    bars: pd.DataFrame, btc_bars: pd.DataFrame | None, symbol: str, bar_minutes: int | None = None
+    bars: pd.DataFrame,
+    btc_bars: pd.DataFrame | None,
+    symbol: str,
+    bar_minutes: int | None = None,
+    tail_rows: int | None = None,
 ) -> pd.DataFrame:
     """Feature frame for ``bars`` (validated candles of one bar size, oldest first).
 
@@ -74,22 +93,24 @@ def compute_features(
     timestamp of ``bars`` (MissingCrossAssetError otherwise); for BTC itself it may be None and the
     cross-asset columns are then degenerate (correlation = beta = 1, relative strength = 0).
     ``bar_minutes`` is inferred from the index when not given.
+
+    ``tail_rows``: return only the last ``tail_rows`` rows (the live path). Windowed indicators then
+    evaluate only those rows' windows; recursive ones still run over all of ``bars``. The rows are
+    the same as the last rows of the full frame (test_feature_speed_parity.py).
     """
     bm = bar_minutes or infer_bar_minutes(bars.index)
-    ctx = Ctx(bars, _align_btc(bars, btc_bars, symbol), bm)
-    out = np.empty((ctx.n, len(FEATURES)), dtype=np.float64)
-    cache: dict[tuple, object] = {}
+    n = len(bars)
+    start = 0 if tail_rows is None else max(0, n - tail_rows)
+    ctx = Ctx(bars, _align_btc(bars, btc_bars, symbol), bm, start=start)
+    out = np.empty((n - start, len(FEATURES)), dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for j, f in enumerate(FEATURES):
-            params = dict(f.params)
-            output = params.pop("output", None)
-            key = (f.indicator, tuple(sorted(params.items())))
-            if key not in cache:
-                cache[key] = INDICATORS[f.indicator](ctx, **params)
-            res = cache[key]
-            out[:, j] = res[output] if output is not None else res
-            out[: f.warmup, j] = np.nan  # not converged yet: never hand out a value history-dependent
-    return pd.DataFrame(out, index=bars.index, columns=FEATURE_NAMES)
+        for name, params, columns in _PLAN:
+            res = INDICATORS[name](ctx, **params)
+            for j, output, warmup in columns:
+                out[:, j] = (res[output] if output is not None else res)[start:]
+                if warmup > start:  # not converged yet: never hand out a value history-dependent
+                    out[: warmup - start, j] = np.nan
+    return pd.DataFrame(out, index=bars.index[start:], columns=FEATURE_NAMES)
 
 
 def compute_features_all_anchors(
@@ -182,7 +203,7 @@ class RealTimeIndicatorCalculator:
             if btc_bars is None:  # BTC is resampled once per anchor and tick, not once per symbol
                 btc_bars = resample(btc_df.loc[:a].iloc[-self.required_minutes :], self.bar_minutes, a)
                 self._btc_cache[a] = btc_bars
-        feats = compute_features(bars, btc_bars, symbol, self.bar_minutes).to_numpy()[-self.n_rows :]
+        feats = compute_features(bars, btc_bars, symbol, self.bar_minutes, tail_rows=self.n_rows).to_numpy()
         bad = ~np.isfinite(feats).all(axis=0)
         if bad.any():
             names = [FEATURE_NAMES[j] for j in np.flatnonzero(bad)[:3]]

@@ -36,9 +36,13 @@ class Ctx:
 
     ``btc_*`` arrays have the same length and timestamps as the symbol's arrays; for BTC itself
     they are its own arrays (so cross-asset columns are degenerate for BTC: corr = beta = 1).
+
+    ``start`` is the first row whose value the caller needs (0 = all rows; the live path needs only
+    the last few). Windowed indicators evaluate their windows only for rows >= ``start`` and leave
+    earlier rows NaN; recursive (TA-Lib) ones run over all rows, as their value depends on them.
     """
 
-    def __init__(self, bars: pd.DataFrame, btc: pd.DataFrame, bar_minutes: int) -> None:
+    def __init__(self, bars: pd.DataFrame, btc: pd.DataFrame, bar_minutes: int, start: int = 0) -> None:
         self.index: pd.DatetimeIndex = bars.index
         self.bar_minutes = bar_minutes
         self.o, self.h, self.l, self.c, self.v = (
@@ -48,6 +52,7 @@ class Ctx:
             np.ascontiguousarray(btc[k].to_numpy(dtype=np.float64)) for k in ("high", "low", "close")
         )
         self.n = len(self.c)
+        self.start = min(max(0, start), self.n)
 
     def series(self, name: str) -> pd.Series:
         """A column as a Series on a RangeIndex (pandas-ta input)."""
@@ -72,37 +77,49 @@ def shift(x: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def windows(x: np.ndarray, n: int) -> np.ndarray:
-    """[len(x), n] view of the trailing n values ending at each bar (NaN rows before n are filled).
+def windows(x: np.ndarray, n: int, start: int = 0) -> np.ndarray:
+    """[len(x) - start, n] view of the trailing n values ending at each bar from ``start`` on (NaN
+    where a window reaches before the first bar).
 
     Summing a fixed window in the same order at every bar makes a row independent of how much
-    history precedes it, which is what live/training parity needs (no running totals).
+    history precedes it, which is what live/training parity needs (no running totals). Row slicing
+    keeps each window's memory layout, so a row's reduction is bit-identical for every ``start``.
     """
     padded = np.concatenate([np.full(n - 1, np.nan), x])
-    return sliding_window_view(padded, n)
+    return sliding_window_view(padded, n)[start:]
 
 
-def rmean(x: np.ndarray, n: int) -> np.ndarray:
-    return windows(x, n).mean(axis=1)
+def pad(tail: np.ndarray, start: int) -> np.ndarray:
+    """Values for rows ``start..`` back to full length, NaN before ``start``."""
+    if start == 0:
+        return tail
+    out = np.full(start + len(tail), np.nan)
+    out[start:] = tail
+    return out
 
 
-def rsum(x: np.ndarray, n: int) -> np.ndarray:
-    return windows(x, n).sum(axis=1)
+def rmean(x: np.ndarray, n: int, start: int = 0) -> np.ndarray:
+    return pad(windows(x, n, start).mean(axis=1), start)
 
 
-def rcov(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
+def rsum(x: np.ndarray, n: int, start: int = 0) -> np.ndarray:
+    return pad(windows(x, n, start).sum(axis=1), start)
+
+
+def rcov(x: np.ndarray, y: np.ndarray, n: int, start: int = 0) -> np.ndarray:
     """Population covariance of the trailing n pairs (computed on demeaned windows)."""
-    wx, wy = windows(x, n), windows(y, n)
-    return ((wx - wx.mean(axis=1, keepdims=True)) * (wy - wy.mean(axis=1, keepdims=True))).mean(axis=1)
+    wx, wy = windows(x, n, start), windows(y, n, start)
+    return pad(((wx - wx.mean(axis=1, keepdims=True)) * (wy - wy.mean(axis=1, keepdims=True))).mean(axis=1), start)
 
 
-def rcorr(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
-    wx, wy = windows(x, n), windows(y, n)
+def rcorr(x: np.ndarray, y: np.ndarray, n: int, start: int = 0) -> np.ndarray:
+    wx, wy = windows(x, n, start), windows(y, n, start)
     dx = wx - wx.mean(axis=1, keepdims=True)
     dy = wy - wy.mean(axis=1, keepdims=True)
     den = np.sqrt((dx * dx).sum(axis=1) * (dy * dy).sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (dx * dy).sum(axis=1) / np.where(den > 0, den, 1.0), 0.0) * _nan_mask(den)
+        r = np.where(den > 0, (dx * dy).sum(axis=1) / np.where(den > 0, den, 1.0), 0.0) * _nan_mask(den)
+    return pad(r, start)
 
 
 def _nan_mask(a: np.ndarray) -> np.ndarray:

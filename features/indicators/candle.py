@@ -31,7 +31,7 @@ def shape(ctx: Ctx) -> dict[str, np.ndarray]:
 @indicator("shape_mean")
 def shape_mean(ctx: Ctx, n: int) -> dict[str, np.ndarray]:
     s = _shape(ctx)
-    return {"body": rmean(s["body"], n), "close_pos": rmean(s["close_pos"], n)}
+    return {"body": rmean(s["body"], n, ctx.start), "close_pos": rmean(s["close_pos"], n, ctx.start)}
 
 
 @indicator("pattern")

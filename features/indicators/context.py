@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import talib
 
-from features.indicators.base import Ctx, indicator, rcorr, rcov, rsum, safe_div, shift, windows
+from features.indicators.base import Ctx, indicator, pad, rcorr, rcov, rsum, safe_div, shift, windows
 
 
 @indicator("logret")
@@ -29,31 +29,32 @@ def logret_shift(ctx: Ctx, k: int) -> np.ndarray:
 def cyclical(ctx: Ctx) -> dict[str, np.ndarray]:
     """Time of the bar's *close* (open + bar length) as sin/cos pairs: minute of hour, hour of day
     (with minutes as a fraction), weekday (with hours as a fraction). UTC."""
-    close = ctx.index + np.timedelta64(ctx.bar_minutes, "m")
+    close = ctx.index[ctx.start :] + np.timedelta64(ctx.bar_minutes, "m")
     minute = close.minute.to_numpy(dtype=np.float64)
     hour = close.hour.to_numpy(dtype=np.float64) + minute / 60.0
     wday = close.weekday.to_numpy(dtype=np.float64) + hour / 24.0
     out = {}
     for unit, value, period in (("minute", minute, 60.0), ("hour", hour, 24.0), ("weekday", wday, 7.0)):
-        out[f"{unit}_sin"] = np.sin(2 * np.pi * value / period)
-        out[f"{unit}_cos"] = np.cos(2 * np.pi * value / period)
+        out[f"{unit}_sin"] = pad(np.sin(2 * np.pi * value / period), ctx.start)
+        out[f"{unit}_cos"] = pad(np.cos(2 * np.pi * value / period), ctx.start)
     return out
 
 
 @indicator("btc_corr")
 def btc_corr(ctx: Ctx, n: int) -> np.ndarray:
-    return rcorr(ctx.logret, ctx.btc_logret, n)
+    return rcorr(ctx.logret, ctx.btc_logret, n, ctx.start)
 
 
 @indicator("btc_beta")
 def btc_beta(ctx: Ctx, n: int) -> np.ndarray:
-    return safe_div(rcov(ctx.logret, ctx.btc_logret, n), windows(ctx.btc_logret, n).var(axis=1))
+    var = pad(windows(ctx.btc_logret, n, ctx.start).var(axis=1), ctx.start)
+    return safe_div(rcov(ctx.logret, ctx.btc_logret, n, ctx.start), var)
 
 
 @indicator("rel_strength")
 def rel_strength(ctx: Ctx, n: int) -> np.ndarray:
     """Log return over n bars minus BTC's over the same bars."""
-    return rsum(ctx.logret, n) - rsum(ctx.btc_logret, n)
+    return rsum(ctx.logret, n, ctx.start) - rsum(ctx.btc_logret, n, ctx.start)
 
 
 @indicator("btc_logret")
@@ -72,19 +73,19 @@ def btc_natr(ctx: Ctx, n: int) -> np.ndarray:
     return talib.NATR(ctx.btc_h, ctx.btc_l, ctx.btc_c, n)
 
 
-def _rv(r: np.ndarray, n: int) -> np.ndarray:
-    return np.sqrt(windows(r * r, n).mean(axis=1))
+def _rv(r: np.ndarray, n: int, start: int) -> np.ndarray:
+    return pad(np.sqrt(windows(r * r, n, start).mean(axis=1)), start)
 
 
 @indicator("btc_realized")
 def btc_realized(ctx: Ctx, n: int) -> np.ndarray:
-    return _rv(ctx.btc_logret, n)
+    return _rv(ctx.btc_logret, n, ctx.start)
 
 
 @indicator("rv_ratio_btc")
 def rv_ratio_btc(ctx: Ctx, n: int) -> np.ndarray:
     """log(own realized vol / BTC's) over n bars."""
-    return np.log(safe_div(_rv(ctx.logret, n), _rv(ctx.btc_logret, n), 1.0))
+    return np.log(safe_div(_rv(ctx.logret, n, ctx.start), _rv(ctx.btc_logret, n, ctx.start), 1.0))
 
 
 @indicator("residual_ret")

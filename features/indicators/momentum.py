@@ -4,10 +4,9 @@ TSI, KST, CMO, balance of power, APO in ATR units. Oscillators keep their native
 from __future__ import annotations
 
 import numpy as np
-import pandas_ta as ta
 import talib
 
-from features.indicators.base import Ctx, from_ta, indicator
+from features.indicators.base import Ctx, indicator, rmean
 
 
 @indicator("rsi")
@@ -64,14 +63,31 @@ def mfi(ctx: Ctx, n: int) -> np.ndarray:
 
 @indicator("tsi")
 def tsi(ctx: Ctx, fast: int, slow: int, signal: int) -> dict[str, np.ndarray]:
-    df = ta.tsi(ctx.series("c"), fast=fast, slow=slow, signal=signal)
-    return {"tsi": from_ta(df, ctx.n, 0), "signal": from_ta(df, ctx.n, 1)}
+    """True strength index. pandas-ta's ``tsi`` only chains TA-Lib EMAs (double-smoothed price
+    change over double-smoothed |change|, EMA signal), so TA-Lib is called directly, in the same
+    order (identical values, checked against pandas-ta in test_feature_speed_parity.py)."""
+    diff = np.diff(ctx.c, prepend=np.nan)
+    num = talib.EMA(talib.EMA(diff, slow), fast)
+    den = talib.EMA(talib.EMA(np.abs(diff), slow), fast)
+    t = 100.0 * num / den
+    if np.isnan(t).all():  # too short for the EMAs (pandas-ta returns None): all NaN
+        return {"tsi": t, "signal": t}
+    return {"tsi": t, "signal": talib.EMA(t, signal)}
+
+
+# pandas-ta kst defaults: ROC periods, their SMA lengths, signal SMA length
+_KST_ROC, _KST_SMA, _KST_SIGNAL = (10, 15, 20, 30), (10, 10, 10, 15), 9
 
 
 @indicator("kst")
 def kst(ctx: Ctx) -> dict[str, np.ndarray]:
-    df = ta.kst(ctx.series("c"))
-    return {"kst": from_ta(df, ctx.n, 0), "signal": from_ta(df, ctx.n, 1)}
+    """Know Sure Thing as pandas-ta computes it (TA-Lib ROCs, their rolling means weighted 1..4,
+    rolling-mean signal), with the means over fixed windows evaluated only for needed rows (the
+    signal needs the KST of its 8 preceding rows too). Checked against pandas-ta's output."""
+    s0 = max(0, ctx.start - (_KST_SIGNAL - 1))
+    m1, m2, m3, m4 = (rmean(talib.ROC(ctx.c, r), m, s0) for r, m in zip(_KST_ROC, _KST_SMA, strict=True))
+    k = 100.0 * (m1 + 2 * m2 + 3 * m3 + 4 * m4)
+    return {"kst": k, "signal": rmean(k, _KST_SIGNAL, ctx.start)}
 
 
 @indicator("cmo")

@@ -9,11 +9,13 @@ import numpy as np
 import pandas_ta as ta
 import talib
 
-from features.indicators.base import Ctx, from_ta, indicator, rcorr, rmean, safe_div, shift, windows
+from features.indicators.base import Ctx, from_ta, indicator, pad, rcorr, rmean, rsum, safe_div, shift, windows
 
 
 @indicator("skew")
 def skew(ctx: Ctx, n: int) -> np.ndarray:
+    # pandas' rolling skew/kurt keep running moments, so a row depends (at ~1e-12) on where the
+    # input starts: always pass all rows, so the live tail equals the full frame's rows bit for bit
     return from_ta(ta.skew(ctx.series("logret"), length=n), ctx.n)
 
 
@@ -24,7 +26,7 @@ def kurt(ctx: Ctx, n: int) -> np.ndarray:
 
 @indicator("autocorr")
 def autocorr(ctx: Ctx, n: int, lag: int) -> np.ndarray:
-    return rcorr(ctx.logret, shift(ctx.logret, lag), n)
+    return rcorr(ctx.logret, shift(ctx.logret, lag), n, ctx.start)
 
 
 _HURST_LAGS = np.array([1, 2, 4, 8])
@@ -35,16 +37,19 @@ def hurst(ctx: Ctx, n: int) -> np.ndarray:
     """Hurst exponent from how the std of k-bar log-price changes grows with k (k = 1, 2, 4, 8),
     each std over the last n bars: the least-squares slope of log std on log k."""
     lp = np.log(ctx.c)
-    logstd = np.stack([np.log(windows(lp - shift(lp, k), n).std(axis=1)) for k in _HURST_LAGS])
+    logstd = np.stack([np.log(windows(lp - shift(lp, k), n, ctx.start).std(axis=1)) for k in _HURST_LAGS])
     x = np.log(_HURST_LAGS) - np.log(_HURST_LAGS).mean()
     h = (x @ (logstd - logstd.mean(axis=0))) / (x @ x)
-    return np.where(np.isfinite(h), h, np.where(np.isnan(logstd).any(axis=0), np.nan, 0.5))
+    return pad(np.where(np.isfinite(h), h, np.where(np.isnan(logstd).any(axis=0), np.nan, 0.5)), ctx.start)
 
 
 @indicator("efficiency")
 def efficiency(ctx: Ctx, n: int) -> np.ndarray:
-    """Kaufman efficiency ratio (pandas-ta ``er``): net move / path length over n bars."""
-    return from_ta(ta.er(ctx.series("c"), length=n), ctx.n)
+    """Kaufman efficiency ratio as pandas-ta's ``er`` computes it: |n-bar change| / sum of the
+    n last |1-bar changes|, the sum over fixed windows evaluated only for needed rows (checked
+    against pandas-ta's own output in test_feature_speed_parity.py)."""
+    path = rsum(np.abs(np.diff(ctx.c, prepend=np.nan)), n, ctx.start)
+    return np.abs(ctx.c - shift(ctx.c, n)) / path
 
 
 @indicator("perm_entropy")
@@ -59,9 +64,9 @@ def perm_entropy(ctx: Ctx, n: int, order: int) -> np.ndarray:
     n_pat = math.factorial(order)
     ent = np.zeros(ctx.n)
     for pc in codes:
-        p = rmean(np.where(valid, (code == pc).astype(np.float64), np.nan), n)
+        p = rmean(np.where(valid, (code == pc).astype(np.float64), np.nan), n, ctx.start)
         ent -= np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0) * np.where(np.isnan(p), np.nan, 1.0)
-    return ent / math.log(n_pat) + np.where(np.isnan(rmean(np.where(valid, 0.0, np.nan), n)), np.nan, 0.0)
+    return ent / math.log(n_pat) + np.where(np.isnan(rmean(np.where(valid, 0.0, np.nan), n, ctx.start)), np.nan, 0.0)
 
 
 @indicator("zscore")
@@ -72,8 +77,8 @@ def zscore(ctx: Ctx, n: int) -> np.ndarray:
 @indicator("pct_rank")
 def pct_rank(ctx: Ctx, n: int) -> np.ndarray:
     """Fraction of the last n closes at or below the current close."""
-    w = windows(ctx.c, n)
-    return (w <= ctx.c[:, None]).mean(axis=1) * np.where(np.isnan(w[:, 0]), np.nan, 1.0)
+    w = windows(ctx.c, n, ctx.start)
+    return pad((w <= ctx.c[ctx.start :, None]).mean(axis=1) * np.where(np.isnan(w[:, 0]), np.nan, 1.0), ctx.start)
 
 
 @indicator("drawdown")
@@ -85,4 +90,4 @@ def drawdown(ctx: Ctx, n: int) -> np.ndarray:
 @indicator("up_share")
 def up_share(ctx: Ctx, n: int) -> np.ndarray:
     r = ctx.logret
-    return rmean(np.where(np.isnan(r), np.nan, (r > 0).astype(np.float64)), n)
+    return rmean(np.where(np.isnan(r), np.nan, (r > 0).astype(np.float64)), n, ctx.start)

@@ -4,10 +4,9 @@ Ichimoku, Vortex, linear regression. Every output is a % distance, a ratio or an
 from __future__ import annotations
 
 import numpy as np
-import pandas_ta as ta
 import talib
 
-from features.indicators.base import Ctx, from_ta, indicator, safe_div, shift, windows
+from features.indicators.base import Ctx, indicator, pad, rsum, safe_div, shift, windows
 
 
 def _dist(c: np.ndarray, level: np.ndarray) -> np.ndarray:
@@ -136,8 +135,13 @@ def ichimoku(ctx: Ctx, tenkan: int, kijun: int, senkou: int) -> dict[str, np.nda
 
 @indicator("vortex")
 def vortex(ctx: Ctx, n: int) -> dict[str, np.ndarray]:
-    df = ta.vortex(ctx.series("h"), ctx.series("l"), ctx.series("c"), length=n)
-    p, m = from_ta(df, ctx.n, 0), from_ta(df, ctx.n, 1)
+    """pandas-ta ``vortex`` (TA-Lib true range, n-bar sums of |high - previous low| and
+    |low - previous high| over the true range's sum), with the sums over fixed windows so only
+    the needed rows are evaluated; tests/features/test_feature_speed_parity.py checks it against
+    pandas-ta's own output on real candles."""
+    tr_sum = rsum(talib.TRANGE(ctx.h, ctx.l, ctx.c), n, ctx.start)
+    p = rsum(np.abs(ctx.h - shift(ctx.l, 1)), n, ctx.start) / tr_sum
+    m = rsum(np.abs(ctx.l - shift(ctx.h, 1)), n, ctx.start) / tr_sum
     return {"plus": p, "minus": m, "diff": p - m}
 
 
@@ -150,8 +154,8 @@ def linreg_slope(ctx: Ctx, n: int) -> np.ndarray:
 @indicator("linreg_r2")
 def linreg_r2(ctx: Ctx, n: int) -> np.ndarray:
     """R^2 of close regressed on time over the last n bars (how straight the trend is)."""
-    w = windows(ctx.c, n)
+    w = windows(ctx.c, n, ctx.start)
     x = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
     dy = w - w.mean(axis=1, keepdims=True)
     sxy = dy @ x
-    return safe_div(sxy * sxy, (x @ x) * (dy * dy).sum(axis=1))
+    return pad(safe_div(sxy * sxy, (x @ x) * (dy * dy).sum(axis=1)), ctx.start)

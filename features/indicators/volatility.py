@@ -8,7 +8,7 @@ import math
 import numpy as np
 import talib
 
-from features.indicators.base import Ctx, indicator, rmean, safe_div, shift, windows
+from features.indicators.base import Ctx, indicator, pad, rmean, safe_div, shift, windows
 
 
 @indicator("natr")
@@ -46,26 +46,26 @@ def donchian(ctx: Ctx, n: int) -> dict[str, np.ndarray]:
     return {"width": (hh - ll) / ctx.c, "pos": safe_div(ctx.c - ll, hh - ll, 0.5)}
 
 
-def _sqrt_mean(x: np.ndarray, n: int) -> np.ndarray:
-    return np.sqrt(np.maximum(rmean(x, n), 0.0))
+def _sqrt_mean(x: np.ndarray, n: int, start: int) -> np.ndarray:
+    return np.sqrt(np.maximum(rmean(x, n, start), 0.0))
 
 
 @indicator("realized")
 def realized(ctx: Ctx, n: int) -> np.ndarray:
     """Root mean square of the last n log returns (per bar, not annualised)."""
-    return _sqrt_mean(ctx.logret**2, n)
+    return _sqrt_mean(ctx.logret**2, n, ctx.start)
 
 
 @indicator("parkinson")
 def parkinson(ctx: Ctx, n: int) -> np.ndarray:
     hl = np.log(ctx.h / ctx.l)
-    return _sqrt_mean(hl * hl / (4.0 * math.log(2.0)), n)
+    return _sqrt_mean(hl * hl / (4.0 * math.log(2.0)), n, ctx.start)
 
 
 @indicator("garman_klass")
 def garman_klass(ctx: Ctx, n: int) -> np.ndarray:
     hl, co = np.log(ctx.h / ctx.l), np.log(ctx.c / ctx.o)
-    return _sqrt_mean(0.5 * hl * hl - (2.0 * math.log(2.0) - 1.0) * co * co, n)
+    return _sqrt_mean(0.5 * hl * hl - (2.0 * math.log(2.0) - 1.0) * co * co, n, ctx.start)
 
 
 def _rs_term(ctx: Ctx) -> np.ndarray:
@@ -74,7 +74,7 @@ def _rs_term(ctx: Ctx) -> np.ndarray:
 
 @indicator("rogers_satchell")
 def rogers_satchell(ctx: Ctx, n: int) -> np.ndarray:
-    return _sqrt_mean(_rs_term(ctx), n)
+    return _sqrt_mean(_rs_term(ctx), n, ctx.start)
 
 
 @indicator("yang_zhang")
@@ -83,9 +83,9 @@ def yang_zhang(ctx: Ctx, n: int) -> np.ndarray:
     overnight = np.log(ctx.o / shift(ctx.c, 1))
     oc = np.log(ctx.c / ctx.o)
     k = 0.34 / (1.34 + (n + 1) / (n - 1))
-    var_o = windows(overnight, n).var(axis=1, ddof=1)
-    var_c = windows(oc, n).var(axis=1, ddof=1)
-    var = var_o + k * var_c + (1.0 - k) * rmean(_rs_term(ctx), n)
+    var_o = pad(windows(overnight, n, ctx.start).var(axis=1, ddof=1), ctx.start)
+    var_c = pad(windows(oc, n, ctx.start).var(axis=1, ddof=1), ctx.start)
+    var = var_o + k * var_c + (1.0 - k) * rmean(_rs_term(ctx), n, ctx.start)
     return np.sqrt(np.maximum(var, 0.0))
 
 
@@ -98,5 +98,5 @@ def vol_ratio(ctx: Ctx, fast: int, slow: int) -> np.ndarray:
 def range_zscore(ctx: Ctx, n: int) -> np.ndarray:
     """How unusual this bar's high-low range (log) is against the last n bars."""
     r = np.log(ctx.h / ctx.l)
-    w = windows(r, n)
-    return safe_div(r - w.mean(axis=1), w.std(axis=1))
+    w = windows(r, n, ctx.start)
+    return pad(safe_div(r[ctx.start :] - w.mean(axis=1), w.std(axis=1)), ctx.start)

@@ -4,10 +4,9 @@ nor the volume unit (coins vs contracts) changes a value."""
 from __future__ import annotations
 
 import numpy as np
-import pandas_ta as ta
 import talib
 
-from features.indicators.base import Ctx, from_ta, indicator, rcorr, rsum, safe_div, shift
+from features.indicators.base import Ctx, indicator, rcorr, rsum, safe_div, shift
 
 
 @indicator("obv_flow")
@@ -15,13 +14,13 @@ def obv_flow(ctx: Ctx, n: int) -> np.ndarray:
     """OBV change over n bars / volume over those bars, in [-1, 1]. The difference cancels OBV's
     arbitrary starting level, so the value does not depend on where history begins."""
     obv = talib.OBV(ctx.c, ctx.v)
-    return safe_div(obv - shift(obv, n), rsum(ctx.v, n))
+    return safe_div(obv - shift(obv, n), rsum(ctx.v, n, ctx.start))
 
 
 @indicator("ad_flow")
 def ad_flow(ctx: Ctx, n: int) -> np.ndarray:
     ad = talib.AD(ctx.h, ctx.l, ctx.c, ctx.v)
-    return safe_div(ad - shift(ad, n), rsum(ctx.v, n))
+    return safe_div(ad - shift(ad, n), rsum(ctx.v, n, ctx.start))
 
 
 @indicator("adosc_rel")
@@ -32,13 +31,22 @@ def adosc_rel(ctx: Ctx, fast: int, slow: int) -> np.ndarray:
 
 @indicator("cmf")
 def cmf(ctx: Ctx, n: int) -> np.ndarray:
-    return from_ta(ta.cmf(ctx.series("h"), ctx.series("l"), ctx.series("c"), ctx.series("v"), length=n), ctx.n)
+    """Chaikin money flow as pandas-ta's ``cmf`` computes it, with its sums over fixed windows
+    evaluated only for needed rows. pandas-ta adds machine epsilon to every bar's range when any
+    bar of the input has high == low; that is kept so the values stay identical (checked against
+    pandas-ta's own output in test_feature_speed_parity.py)."""
+    rng = ctx.h - ctx.l
+    if (rng == 0).any():
+        rng = rng + np.finfo(float).eps
+    ad = (2 * ctx.c - (ctx.h + ctx.l)) * (ctx.v / rng)
+    return rsum(ad, n, ctx.start) / rsum(ctx.v, n, ctx.start)
 
 
 @indicator("efi_rel")
 def efi_rel(ctx: Ctx, n: int, norm: int) -> np.ndarray:
-    """Elder force index / (close * mean volume): a volume-weighted return."""
-    efi = from_ta(ta.efi(ctx.series("c"), ctx.series("v"), length=n), ctx.n)
+    """Elder force index / (close * mean volume): a volume-weighted return. pandas-ta's ``efi`` is
+    TA-Lib's EMA of (close change * volume), so TA-Lib is called directly (identical values)."""
+    efi = talib.EMA(np.diff(ctx.c, prepend=np.nan) * ctx.v, n)
     return safe_div(efi, ctx.c * talib.SMA(ctx.v, norm))
 
 
@@ -62,7 +70,7 @@ def vol_ema_ratio(ctx: Ctx, fast: int, slow: int) -> np.ndarray:
 def vwap_dist(ctx: Ctx, n: int) -> np.ndarray:
     """Close vs the rolling n-bar VWAP of typical price (pandas-ta's vwap is session-anchored)."""
     tp = (ctx.h + ctx.l + ctx.c) / 3.0
-    vwap = safe_div(rsum(tp * ctx.v, n), rsum(ctx.v, n), np.nan)
+    vwap = safe_div(rsum(tp * ctx.v, n, ctx.start), rsum(ctx.v, n, ctx.start), np.nan)
     vwap = np.where(np.isnan(vwap), talib.SMA(tp, n), vwap)  # a window without volume: plain mean
     return ctx.c / vwap - 1.0
 
@@ -70,10 +78,10 @@ def vwap_dist(ctx: Ctx, n: int) -> np.ndarray:
 @indicator("up_vol_share")
 def up_vol_share(ctx: Ctx, n: int) -> np.ndarray:
     up = np.where(ctx.logret > 0, ctx.v, 0.0) * np.where(np.isnan(ctx.logret), np.nan, 1.0)
-    return safe_div(rsum(up, n), rsum(ctx.v, n), 0.5)
+    return safe_div(rsum(up, n, ctx.start), rsum(ctx.v, n, ctx.start), 0.5)
 
 
 @indicator("ret_vol_corr")
 def ret_vol_corr(ctx: Ctx, n: int) -> np.ndarray:
     """Correlation of |log return| with volume over n bars."""
-    return rcorr(np.abs(ctx.logret), ctx.v, n)
+    return rcorr(np.abs(ctx.logret), ctx.v, n, ctx.start)
