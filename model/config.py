@@ -99,7 +99,8 @@ class TrainConfig:
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    patience: int = 2
+    patience: int = 2  # validations without improvement before stopping
+    eval_every_steps: int = 0  # validate every N steps (0 = once per epoch)
     seed: int = 7
     # loss weights of the blocks: returns, direction, level hits, risk
     loss_weights: tuple[float, float, float, float] = (1.0, 1.0, 0.5, 0.5)

@@ -119,6 +119,7 @@ class FitResult:
     model: UnifiedPatchTST
     history: list[dict]
     best_epoch: int
+    best_step: int
     seconds: float
 
 
@@ -156,7 +157,10 @@ def fit_model(
     )
     yv = pool.labels(vsel, spec)
     best, best_epoch, best_state, history, bad = np.inf, -1, None, [], 0
+    best_step = 0
+    eval_every = cfg.eval_every_steps or steps_per_epoch
     t0 = time.perf_counter()
+    step_total, stop = 0, False
     for epoch in range(cfg.epochs):
         model.train()
         order = rng.choice(len(train_rows), steps_per_epoch * cfg.batch_size, replace=n_epoch > len(train_rows))
@@ -176,24 +180,38 @@ def fit_model(
             lv = float(loss.detach())
             run = 0.98 * run + 0.02 * lv if step else lv
             bar.set_postfix(loss=f"{run:.4f}")
-        vloss, parts = _val_loss(model, pool, vsel, yv, lw, dev)
-        history.append(
-            {"epoch": epoch + 1, "train_loss": run, "val_loss": vloss, **{f"val_{k}": v for k, v in parts.items()}}
-        )
-        log.info("epoch %d train %.4f val %.4f %s", epoch + 1, run, vloss, parts)
-        if progress:
-            tqdm.write(
-                f"epoch {epoch + 1}: train {run:.4f}  val {vloss:.4f}  "
-                + " ".join(f"{k}={v:.4f}" for k, v in parts.items())
+            step_total += 1
+            if step_total % eval_every and step != steps_per_epoch - 1:
+                continue
+            # validation: every ``eval_every`` steps and at the end of each epoch
+            vloss, parts = _val_loss(model, pool, vsel, yv, lw, dev)
+            model.train()
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "step": step_total,
+                    "train_loss": run,
+                    "val_loss": vloss,
+                    **{f"val_{k}": v for k, v in parts.items()},
+                }
             )
-        if vloss < best - 1e-5:
-            best, best_epoch, bad = vloss, epoch + 1, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            bad += 1
-            if bad > cfg.patience:
-                break
+            log.info("step %d train %.4f val %.4f %s", step_total, run, vloss, parts)
+            if progress:
+                tqdm.write(
+                    f"step {step_total} (epoch {epoch + 1}): train {run:.4f}  val {vloss:.4f}  "
+                    + " ".join(f"{k}={v:.4f}" for k, v in parts.items())
+                )
+            if vloss < best - 1e-5:
+                best, best_epoch, best_step, bad = vloss, epoch + 1, step_total, 0
+                best_state = copy.deepcopy(model.state_dict())
+            else:
+                bad += 1
+                if bad > cfg.patience:
+                    stop = True
+                    break
+        if stop:
+            break
     assert best_state is not None
     model.load_state_dict(best_state)
     model.cpu().eval()
-    return FitResult(model, history, best_epoch, time.perf_counter() - t0)
+    return FitResult(model, history, best_epoch, best_step, time.perf_counter() - t0)

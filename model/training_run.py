@@ -83,6 +83,7 @@ def train_bundle(
         },
         "history": fit.history,
         "best_epoch": fit.best_epoch,
+        "best_step": fit.best_step,
         "train_seconds": round(fit.seconds, 1),
         "baseline_seconds": round(base_seconds, 1),
         "total_seconds": round(time.perf_counter() - t_start, 1),
