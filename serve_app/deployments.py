@@ -92,7 +92,7 @@ class MLManager:
         if cfg.model_path is None:
             return
         path = project_path(cfg.model_path)
-        if path.resolve() == Path(self.engine.bundle_path).resolve():
+        if path.resolve() == self.engine.bundle.path.resolve():
             return
         try:
             new = self._load(path)
@@ -154,7 +154,7 @@ class MLManager:
             "device": str(e.device),
             "compiled": e.compiled,
             "compile_seconds": e.compile_seconds,
-            "bundle_path": str(e.bundle_path),
+            "bundle_path": str(e.bundle.path),
             "last_reload_error": self.last_reload_error,
         }
 
@@ -183,8 +183,6 @@ class SignalProcessor:
         signal = self.sink.handle(fr, output, meta, error, latency_ms, publish=publish)
         metrics.signals().inc(tags={"direction": signal.direction.value})
         metrics.stage_latency().observe((time.perf_counter() - t0) * 1e3, tags={"stage": "signal"})
-        if self.sink.prediction_log is not None:
-            self.sink.prediction_log.flush()
         return signal
 
     def latest(self, symbol: str) -> dict | None:

@@ -1,7 +1,6 @@
 """HTTP ingress (FastAPI through ``@serve.ingress``): /predict, /signals/latest/{symbol},
 /healthz, /readyz, /tick, OpenAPI docs at /docs. Typed errors become 4xx/503 here and only here."""
 
-from __future__ import annotations
 
 import hmac
 import logging
@@ -76,6 +75,33 @@ app = FastAPI(
 )
 
 
+_OPEN_PATHS = {"/healthz", "/readyz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
+
+
+@app.middleware("http")
+async def _guard(request: Request, call_next):
+    """Before any parsing: the API key (when configured, compared in constant time) and the
+    body size limit (by header, and by counting for bodies sent without one)."""
+    state = request.app.state
+    api_key: bytes | None = getattr(state, "api_key", None)
+    if api_key is not None and request.url.path not in _OPEN_PATHS:
+        given = request.headers.get("x-api-key", "").encode()
+        if not hmac.compare_digest(given, api_key):
+            return JSONResponse({"detail": "missing or wrong X-API-Key header"}, status_code=401)
+    max_body: int = getattr(state, "max_body", 2_000_000)
+    length = request.headers.get("content-length")
+    too_big = JSONResponse({"detail": f"request body larger than {max_body} bytes"}, status_code=413)
+    if length is not None and (not length.isdigit() or int(length) > max_body):
+        return too_big
+    if length is None and request.method in ("POST", "PUT", "PATCH"):
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_body:
+                return too_big
+    return await call_next(request)
+
+
 @app.exception_handler(MLSignalsError)
 async def _typed_errors(_: Request, exc: MLSignalsError) -> JSONResponse:
     status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 422)
@@ -92,30 +118,14 @@ class Ingress:
         settings = load_settings(config_path)
         self.features, self.ml, self.signals, self.scheduler = features, ml, signals, scheduler
         self.symbols = set(settings.symbols)
-        self.max_body = settings.server.max_body_bytes
         self.max_candles = settings.server.max_candles
-        self._api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
-
-    # --- guards -------------------------------------------------------------------------
-    async def _guard(self, request: Request, x_api_key: str | None) -> None:
-        if self._api_key is not None and not (
-            x_api_key is not None and hmac.compare_digest(x_api_key.encode(), self._api_key)  # constant time
-        ):
-            raise HTTPException(401, "missing or wrong X-API-Key header")
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            raise HTTPException(413, f"request body larger than {self.max_body} bytes")
-        if len(await request.body()) > self.max_body:  # chunked bodies carry no length header
-            raise HTTPException(413, f"request body larger than {self.max_body} bytes")
+        app.state.max_body = settings.server.max_body_bytes
+        app.state.api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
 
     # --- routes -------------------------------------------------------------------------
     @app.post("/predict", response_model=Signal, responses={401: {}, 404: {}, 413: {}, 422: {}, 503: {}})
-    async def predict(
-        self, request: Request, body: PredictRequest,
-        x_api_key: Annotated[str | None, Header()] = None,
-    ) -> Signal:
+    async def predict(self, body: PredictRequest, x_api_key: Annotated[str | None, Header()] = None) -> Signal:
         """The signal for one symbol now, or for the candles given (BTC's too for a non-BTC symbol)."""
-        await self._guard(request, x_api_key)
         sym = body.symbol
         candles = None
         if body.candles is not None:
@@ -142,20 +152,16 @@ class Ingress:
         return await self.signals.handle.remote(fr, output, meta, error, publish=False)
 
     @app.get("/signals/latest/{symbol}", response_model=Signal, responses={404: {}})
-    async def latest(
-        self, request: Request, symbol: str, x_api_key: Annotated[str | None, Header()] = None
-    ) -> Signal:
+    async def latest(self, symbol: str, x_api_key: Annotated[str | None, Header()] = None) -> Signal:
         """The last signal delivered onto the stream for ``symbol``."""
-        await self._guard(request, x_api_key)
         raw = await self.signals.latest.remote(symbol.upper())
         if raw is None:
             raise HTTPException(404, f"no signal delivered yet for {symbol.upper()}")
         return Signal.model_validate(raw)
 
     @app.post("/tick", responses={401: {}})
-    async def tick(self, request: Request, x_api_key: Annotated[str | None, Header()] = None) -> dict:
+    async def tick(self, x_api_key: Annotated[str | None, Header()] = None) -> dict:
         """Run the pipeline for every configured symbol now (operators, tests)."""
-        await self._guard(request, x_api_key)
         return await self.scheduler.tick_now.remote()
 
     @app.get("/healthz")
@@ -166,13 +172,14 @@ class Ingress:
     async def readyz(self) -> JSONResponse:
         """Ready when the model is loaded and Redis and the database answer."""
         checks: dict = {}
-        try:
-            checks["model"] = await self.ml.info.remote()
-            deps = await self.signals.status.remote()
-            checks.update(deps)
-            checks["scheduler"] = await self.scheduler.status.remote()
-        except Exception as exc:
-            checks["error"] = f"{type(exc).__name__}"
-        ready = bool(checks.get("model")) and checks.get("redis") is True and checks.get("database") is True
+        for name, call in (("model", self.ml.info), ("delivery", self.signals.status),
+                           ("scheduler", self.scheduler.status)):
+            try:
+                checks[name] = await call.remote()
+            except Exception as exc:  # a dead or failing deployment makes the service not ready
+                checks[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[-1][:200]}"}
+        delivery = checks["delivery"]
+        checks["redis"], checks["database"] = delivery.get("redis") is True, delivery.get("database") is True
+        ready = "model_version" in checks["model"] and checks["redis"] and checks["database"]
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 

@@ -60,8 +60,11 @@ class SignalScheduler:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="scheduler-loop")
 
     async def _loop(self) -> None:
+        first = True
         while True:
-            await asyncio.sleep(seconds_until_next(pd.Timestamp.now(tz="UTC"), self.cfg.delay_seconds))
+            if not first:  # at start-up run what is due at once: signals within the first minute
+                await asyncio.sleep(seconds_until_next(pd.Timestamp.now(tz="UTC"), self.cfg.delay_seconds))
+            first = False
             try:
                 await self.run_due()
             except Exception:  # a failed tick is logged and counted; the clock keeps going

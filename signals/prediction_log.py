@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -87,6 +88,7 @@ class PredictionLog:
     def __init__(self, engine: Engine, max_queue: int = 10_000) -> None:
         self.engine = engine
         self._queue: deque[dict] = deque()
+        self._lock = threading.Lock()  # record() is called from concurrent request threads
         self._max_queue = max_queue
         self.dropped = 0
         PredictionRow.metadata.create_all(engine, tables=[PredictionRow.__table__])
@@ -116,14 +118,19 @@ class PredictionLog:
             "latencies_ms": {k: round(float(v), 3) for k, v in latencies_ms.items()},
             "target_spec": target_spec.to_dict(), "created_at": datetime.now(UTC),
         }
-        if len(self._queue) >= self._max_queue:
-            self._queue.popleft()
-            self.dropped += 1
-        self._queue.append(values)
-        return self.flush() and not self._queue
+        with self._lock:
+            if len(self._queue) >= self._max_queue:
+                self._queue.popleft()
+                self.dropped += 1
+            self._queue.append(values)
+            return self._flush_locked() and not self._queue
 
     def flush(self) -> bool:
         """Write queued rows oldest first; False when the DB is still down."""
+        with self._lock:
+            return self._flush_locked()
+
+    def _flush_locked(self) -> bool:
         while self._queue:
             try:
                 with self.engine.begin() as conn:

@@ -67,3 +67,26 @@ def shipped_candles() -> dict[str, pd.DataFrame]:
     from features.sources.replay import load_candle_dir
 
     return load_candle_dir(CANDLE_DIR / "bybit_linear_2025-06")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One Ray instance for the whole test session (ray.init costs ~5 s on 2 cores)."""
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    yield ray
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
