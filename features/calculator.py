@@ -47,6 +47,8 @@ def infer_bar_minutes(index: pd.DatetimeIndex) -> int:
 
 
 def _align_btc(bars: pd.DataFrame, btc_bars: pd.DataFrame | None, symbol: str) -> pd.DataFrame:
+    if btc_bars is not None and btc_bars.index.equals(bars.index):
+        return btc_bars  # the live path: both resampled over the same minutes, nothing to align
     if is_btc(symbol):
         return bars if btc_bars is None else btc_bars.reindex(bars.index)
     if btc_bars is None:
@@ -95,9 +97,22 @@ def compute_features(
     ``bar_minutes`` is inferred from the index when not given.
 
     ``tail_rows``: return only the last ``tail_rows`` rows (the live path). Windowed indicators then
-    evaluate only those rows' windows; recursive ones still run over all of ``bars``. The rows are
-    the same as the last rows of the full frame (test_feature_speed_parity.py).
+    evaluate only those rows' windows; recursive ones still run over all of ``bars``. The rows equal
+    the last rows of the full frame (test_feature_speed_parity.py).
     """
+    values = feature_matrix(bars, btc_bars, symbol, bar_minutes, tail_rows)
+    return pd.DataFrame(values, index=bars.index[len(bars) - len(values) :], columns=FEATURE_NAMES)
+
+
+def feature_matrix(
+    bars: pd.DataFrame,
+    btc_bars: pd.DataFrame | None,
+    symbol: str,
+    bar_minutes: int | None = None,
+    tail_rows: int | None = None,
+) -> np.ndarray:
+    """``compute_features`` as a bare [rows, F] float64 array (rows = the last ``tail_rows`` bars,
+    or all): what the live calculator uses, without building a DataFrame per symbol."""
     bm = bar_minutes or infer_bar_minutes(bars.index)
     n = len(bars)
     start = 0 if tail_rows is None else max(0, n - tail_rows)
@@ -110,7 +125,38 @@ def compute_features(
                 out[:, j] = (res[output] if output is not None else res)[start:]
                 if warmup > start:  # not converged yet: never hand out a value history-dependent
                     out[: warmup - start, j] = np.nan
-    return pd.DataFrame(out, index=bars.index[start:], columns=FEATURE_NAMES)
+    return out
+
+
+_OHLCV = ("open", "high", "low", "close", "volume")
+
+
+def resample_window(df_1m: pd.DataFrame, minutes: int, n_bars: int) -> pd.DataFrame | None:
+    """The last ``n_bars`` bars of ``minutes`` minutes from 1-minute candles whose last candle is
+    the anchor, by reshaping the last ``minutes * n_bars`` candles into [n_bars, minutes] blocks.
+
+    Same bars as ``features.candles.resample(df_1m, minutes, anchor=df_1m.index[-1])`` (checked in
+    test_feature_speed_parity.py; volume sums may differ in the last bit, as pandas sums in another
+    order) at a fraction of the cost. Returns None when those candles have a gap (the caller then
+    uses ``resample``, which drops incomplete bars) or are too few.
+    """
+    need = minutes * n_bars
+    if len(df_1m) < need:
+        return None
+    idx = df_1m.index[-need:]
+    if idx[-1] - idx[0] != pd.Timedelta(minutes=need - 1):  # sorted and unique, so: a gap
+        return None
+    if minutes == 1:
+        return df_1m.iloc[-need:]
+    blocks = {k: df_1m[k].to_numpy(dtype=np.float64)[-need:].reshape(n_bars, minutes) for k in _OHLCV}
+    cols = {
+        "open": blocks["open"][:, 0],
+        "high": blocks["high"].max(axis=1),
+        "low": blocks["low"].min(axis=1),
+        "close": blocks["close"][:, -1],
+        "volume": blocks["volume"].sum(axis=1),
+    }
+    return pd.DataFrame(cols, index=idx[::minutes].rename("timestamp"))
 
 
 def compute_features_all_anchors(
@@ -184,6 +230,9 @@ class RealTimeIndicatorCalculator:
         got = len(df)
         if got < self.required_minutes:
             raise InsufficientDataError(symbol, self.required_minutes, got)
+        fast = resample_window(df, self.bar_minutes, self.window_bars) if df.index[-1] == anchor else None
+        if fast is not None:
+            return fast
         bars = resample(df, self.bar_minutes, anchor).iloc[-self.window_bars :]
         if len(bars) < self.window_bars or bars.index[-1] != anchor - pd.Timedelta(minutes=self.bar_minutes - 1):
             # gaps left incomplete bars, or the last candle is not at the anchor
@@ -201,9 +250,14 @@ class RealTimeIndicatorCalculator:
                 raise MissingCrossAssetError(f"{symbol}: missing BTC candles for cross-asset features")
             btc_bars = self._btc_cache.get(a)
             if btc_bars is None:  # BTC is resampled once per anchor and tick, not once per symbol
-                btc_bars = resample(btc_df.loc[:a].iloc[-self.required_minutes :], self.bar_minutes, a)
+                btc_1m = btc_df.loc[:a].iloc[-self.required_minutes :]
+                btc_bars = None
+                if len(btc_1m) and btc_1m.index[-1] == a:
+                    btc_bars = resample_window(btc_1m, self.bar_minutes, self.window_bars)
+                if btc_bars is None:
+                    btc_bars = resample(btc_1m, self.bar_minutes, a)
                 self._btc_cache[a] = btc_bars
-        feats = compute_features(bars, btc_bars, symbol, self.bar_minutes, tail_rows=self.n_rows).to_numpy()
+        feats = feature_matrix(bars, btc_bars, symbol, self.bar_minutes, tail_rows=self.n_rows)
         bad = ~np.isfinite(feats).all(axis=0)
         if bad.any():
             names = [FEATURE_NAMES[j] for j in np.flatnonzero(bad)[:3]]

@@ -13,7 +13,7 @@ import pandas_ta as ta
 import pytest
 
 from features import spec
-from features.calculator import compute_features
+from features.calculator import RealTimeIndicatorCalculator, compute_features, resample_window
 from features.candles import read_candles_csv, resample, validate_candles
 from features.indicators import INDICATORS, Ctx
 
@@ -117,3 +117,39 @@ def test_replaced_pandas_ta_calls_equal_pandas_ta_on_real_candles(sym, period, n
 def test_the_cmf_epsilon_case_is_exercised():
     ctx = _ctx(*CASES[len(SYMBOLS)])
     assert (ctx.h == ctx.l).any(), "no flat bar: pick candles that have one"
+
+
+@pytest.mark.parametrize("minutes", [1, 5, 15, 60])
+def test_resample_window_equals_candles_resample(minutes):
+    rng = np.random.default_rng(minutes)
+    for sym, period in (("ETHUSDT", "binance_spot_2025-01"), ("DOGEUSDT", "bybit_linear_2025-06")):
+        df = candles(sym, period)
+        for end in rng.integers(5000, len(df), 5):
+            window = df.iloc[end - 40 * minutes - 3 : end]
+            fast = resample_window(window, minutes, 40)
+            ref = resample(window, minutes, window.index[-1]).iloc[-40:]
+            assert fast.index.equals(ref.index) and fast.index.name == "timestamp"
+            assert list(fast.columns) == list(ref.columns)
+            cols = ["open", "high", "low", "close"]
+            np.testing.assert_array_equal(fast[cols].to_numpy(), ref[cols].to_numpy())
+            # pandas sums in another order: the last bit of a volume sum may differ
+            np.testing.assert_allclose(fast["volume"].to_numpy(), ref["volume"].to_numpy(), rtol=1e-14, atol=0)
+
+
+def test_resample_window_refuses_gaps_and_short_input():
+    df = candles("ETHUSDT").iloc[:1000]
+    assert resample_window(df, 15, 67) is None  # 1005 candles needed
+    gappy = df.drop(df.index[-100])
+    assert resample_window(gappy, 15, 60) is None
+    assert resample_window(gappy, 15, 6) is not None  # the gap lies before the last 90 minutes
+
+
+def test_calculator_falls_back_to_resample_when_the_window_has_a_gap():
+    eth, btc = candles("ETHUSDT"), candles("BTCUSDT")
+    calc = RealTimeIndicatorCalculator(bar_minutes=15, n_rows=1)
+    a = eth.index[-1]
+    gappy = eth.drop(eth.index[-3 * calc.required_minutes // 4])  # one missing minute mid-window
+    batch = calc.compute({"ETHUSDT": gappy, "BTCUSDT": btc}, anchor=a)
+    assert "ETHUSDT" in batch.errors and "needs" in batch.errors["ETHUSDT"]
+    ok = calc.compute({"ETHUSDT": eth, "BTCUSDT": btc}, anchor=a)
+    assert ok.errors == {} and ok.bar_times[0] == a - pd.Timedelta(minutes=14)
