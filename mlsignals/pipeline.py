@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from features.calculator import RealTimeIndicatorCalculator
-from features.candles import GapPolicy, fill_gaps, is_stale
+from features.candles import GapPolicy, fill_gaps, is_stale, validate_candles
 from features.sources.base import MarketDataSource, last_closed_minute
 from mlsignals.errors import MLSignalsError
 from model.contract import ModelOutput, TargetSpec
@@ -82,11 +82,17 @@ class FeatureStage:
         for sym in wanted:
             try:
                 df = self.source.get_candles(sym, n, end)
+                if df.empty:
+                    errors[sym] = f"{sym}: no candles"
+                    continue
+                # sources promise validated frames; in-memory ones (files, tests) are not
+                # checked on the way in, and a bad candle must never become a trade
+                df = validate_candles(df, sym)
             except MLSignalsError as exc:
                 errors[sym] = str(exc)
                 continue
-            if df.empty:
-                errors[sym] = f"{sym}: no candles"
+            except Exception as exc:  # a failing source is this symbol's problem, not the tick's
+                errors[sym] = f"{sym}: market-data source failed ({type(exc).__name__}: {exc})"
                 continue
             df, open_gaps = fill_gaps(df, self.gap_policy)
             if open_gaps:
@@ -108,7 +114,7 @@ class FeatureStage:
         if candles is None:
             frames, errors = self.load_candles(symbols, end, now)
         else:
-            frames, errors = {s: df.iloc[-self.required_minutes :] for s, df in candles.items()}, {}
+            frames, errors = self._given_frames(candles)
         t1 = time.perf_counter()
         # BTC is computed only as the cross-asset reference unless it was asked for.
         batch = self.calculator.compute(frames) if frames else None
@@ -131,6 +137,17 @@ class FeatureStage:
                 res.atr = natr / 100.0 * res.entry if np.isfinite(natr) and natr > 0 else None
             out[sym] = res
         return out
+
+
+    def _given_frames(self, candles: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+        """Caller's candles (HTTP, tests): validated here too, an invalid frame is that symbol's error."""
+        frames, errors = {}, {}
+        for sym, df in candles.items():
+            try:
+                frames[sym] = validate_candles(df, sym).iloc[-self.required_minutes :]
+            except MLSignalsError as exc:
+                errors[sym] = str(exc)
+        return frames, errors
 
 
 def calculator_feature_index(name: str) -> int:
