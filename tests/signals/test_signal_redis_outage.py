@@ -21,6 +21,7 @@ import redis
 
 from mlsignals.db import make_engine
 from signals.config import DeliveryConfig
+from signals.consumer import SignalConsumer
 from signals.outbox import Outbox
 from signals.publisher import OutboxRelay, SignalPublisher
 from signals.redis_conn import quick_retry
@@ -73,18 +74,13 @@ class Consumer(threading.Thread):
         self.cfg, self.ids, self.stop = cfg, [], threading.Event()
 
     def run(self) -> None:
-        stream, group = self.cfg.stream_key, "engine"
+        # the reference consumer: it replays entries whose read reply was lost in the crash
+        consumer = SignalConsumer(self.client, self.cfg, "engine", "c1")
         while not self.stop.is_set():
             try:
-                try:
-                    self.client.xgroup_create(stream, group, id="0", mkstream=True)
-                except redis.ResponseError as exc:
-                    if "BUSYGROUP" not in str(exc):
-                        raise
-                for _, entries in self.client.xreadgroup(group, "c1", {stream: ">"}, count=50, block=100):
-                    for entry_id, fields in entries:
-                        self.ids.append((fields["symbol"], fields["id"]))
-                        self.client.xack(stream, group, entry_id)
+                got = consumer.read(count=50, block_ms=100)
+                self.ids.extend((sig.symbol, sig.id) for _, sig in got)
+                consumer.ack([entry_id for entry_id, _ in got])
             except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                 time.sleep(0.05)
 
