@@ -39,6 +39,7 @@ class BacktestConfig:
     lookahead_samples: int = 12
     baselines: bool = True
     progress: bool = True
+    torch_threads: int = 1  # one thread is fastest on a shared 2-core machine (measured)
     signal_overrides: tuple[tuple[str, object], ...] = ()  # SignalConfig keys over the preset (tests)
 
 
@@ -92,10 +93,13 @@ def decision_positions(market: Market, stage: PrecomputedFeatures, cfg: Backtest
 
 
 def run_backtest(frames: dict[str, pd.DataFrame], cfg: BacktestConfig) -> BacktestResult:
+    import torch
+
     from features.sources.base import FrameSource
     from mlsignals.services import in_process_pipeline
     from mlsignals.settings import load_settings
 
+    torch.set_num_threads(max(1, cfg.torch_threads))
     t0 = time.perf_counter()
     settings = load_settings(model={"path": str(cfg.model_dir), "compile": False, "device": "cpu"},
                              signals={"strategy": cfg.strategy, **dict(cfg.signal_overrides)})
