@@ -35,6 +35,7 @@ class BacktestConfig:
     start: pd.Timestamp | None = None
     end: pd.Timestamp | None = None
     every: int = 1
+    max_minutes: int | None = None  # decide at most this many minutes (benchmarks, smoke runs)
     chunk_minutes: int = 64
     lookahead_samples: int = 12
     baselines: bool = True
@@ -89,7 +90,8 @@ def decision_positions(market: Market, stage: PrecomputedFeatures, cfg: Backtest
             f"no minute to decide: the model needs {stage.required_minutes} minutes of history, first possible "
             f"decision {market.times[min(first, len(market.times) - 1)].isoformat()}, data ends "
             f"{market.times[-1].isoformat()}")
-    return np.arange(lo, hi + 1, max(1, cfg.every))
+    pos = np.arange(lo, hi + 1, max(1, cfg.every))
+    return pos if cfg.max_minutes is None else pos[: cfg.max_minutes]
 
 
 def run_backtest(frames: dict[str, pd.DataFrame], cfg: BacktestConfig) -> BacktestResult:
