@@ -61,6 +61,15 @@ class SignalScheduler:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="scheduler-loop")
 
     async def _loop(self) -> None:
+        # The first tick waits for the model to be loaded (and compiled): at start-up every
+        # replica initialises at once, and a tick racing them would only time out.
+        while True:
+            try:
+                await self.ml.info.remote()
+                break
+            except Exception as exc:
+                log.warning("scheduler: MLManager not ready (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(2)
         first = True
         while True:
             if not first:  # at start-up run what is due at once: signals within the first minute
