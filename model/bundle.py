@@ -116,7 +116,6 @@ def save_bundle(
     save_file(state, str(out / WEIGHTS))
     save_preprocessing(out / PREPROCESSING, scaler, stats)
     config = {
-        "name": out.name,
         "model": model.cfg.to_dict(),
         "target_spec": target_spec.to_dict(),
         "feature_names": list(feature_names),
@@ -174,10 +173,11 @@ def load_bundle(path: str | Path, spec_hash: str | None = None) -> Bundle:
     except (RuntimeError, OSError, ValueError) as exc:
         raise ArtifactError(f"{root / WEIGHTS}: weights do not fit the model config ({exc})") from None
     model.eval()
-    version = f"{config.get('name', root.name)}-{sha256_file(root / WEIGHTS)[:8]}"
+    # the bundle's name is its folder (models/<name>/), so a copied bundle is named where it lies
+    version = f"{root.name}-{sha256_file(root / WEIGHTS)[:8]}"
     return Bundle(
         root,
-        str(config.get("name", root.name)),
+        root.name,
         model,
         mcfg,
         tspec,

@@ -101,6 +101,11 @@ class TrainConfig:
     weight_decay: float = 1e-4
     patience: int = 2  # validations without improvement before stopping
     eval_every_steps: int = 0  # validate every N steps (0 = once per epoch)
+    # regularisation of the inputs during training (standardized units): Gaussian noise std and
+    # the probability of zeroing a whole feature column of a sample; neighbouring anchors share
+    # almost all of their window, so without it the network memorises the training period
+    input_noise: float = 0.0
+    feature_dropout: float = 0.0
     seed: int = 7
     # loss weights of the blocks: returns, direction, level hits, risk
     loss_weights: tuple[float, float, float, float] = (1.0, 1.0, 0.5, 0.5)

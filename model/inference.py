@@ -102,7 +102,8 @@ class InferenceEngine:
             self.compiled = True
         self.compile_seconds = time.perf_counter() - t0
 
-    def _bucket(self, n: int) -> int:
+    def bucket_for(self, n: int) -> int:
+        """The smallest configured bucket >= n (the largest one for bigger batches, which are chunked)."""
         for b in self.batch_buckets:
             if b >= n:
                 return b
@@ -118,8 +119,8 @@ class InferenceEngine:
                 x = chunk.to(self.device)
                 x = torch.clamp((x - self._mean) / self._scale, -self._clip, self._clip)
                 n = x.shape[0]
-                if self.compiled and n != self._bucket(n):
-                    x = torch.cat([x, x.new_zeros(self._bucket(n) - n, *x.shape[1:])])
+                if self.compiled and n != self.bucket_for(n):
+                    x = torch.cat([x, x.new_zeros(self.bucket_for(n) - n, *x.shape[1:])])
                 out.append(self._forward(x)[:n].float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 28), dtype=np.float32)
 

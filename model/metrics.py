@@ -58,7 +58,10 @@ def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
 def direction_auc(p: np.ndarray, y: np.ndarray) -> float | None:
     """LONG vs SHORT on rows whose outcome was not FLAT; score P(L) / (P(L) + P(S))."""
     m = y != FLAT
-    score = p[m, LONG] / (p[m, LONG] + p[m, SHORT] + EPS)
+    pl, ps = p[m, LONG], p[m, SHORT]
+    # no epsilon in the denominator and rounding to 12 digits: a direction-blind forecaster
+    # (constant LONG:SHORT ratio) must score exactly 0.5, not rank rows by float noise
+    score = np.round(pl / np.maximum(pl + ps, 1e-300), 12)
     return _auc((y[m] == LONG).astype(int), score)
 
 

@@ -86,6 +86,16 @@ def target_tensors(t: LabelledTargets, device: torch.device) -> dict[str, torch.
     }
 
 
+def augment(x: torch.Tensor, noise: float, feature_dropout: float) -> torch.Tensor:
+    """Training-only input regularisation on x [B, C, F] (uses the seeded torch RNG)."""
+    if noise > 0:
+        x = x + noise * torch.randn_like(x)
+    if feature_dropout > 0:
+        keep = (torch.rand(x.shape[0], 1, x.shape[2], device=x.device) >= feature_dropout).to(x.dtype)
+        x = x * keep
+    return x
+
+
 @torch.inference_mode()
 def predict_raw(
     model: nn.Module, pool: AnchorPool, rows: np.ndarray, device: torch.device, batch_size: int = 1024
@@ -169,7 +179,7 @@ def fit_model(
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             rows = train_rows[idx]
-            x = torch.from_numpy(pool.windows(rows)).to(dev)
+            x = augment(torch.from_numpy(pool.windows(rows)).to(dev), cfg.input_noise, cfg.feature_dropout)
             y = target_tensors(yt_all.take(idx), dev)
             loss, _ = multitask_loss(model(x), y, model, lw_dev)
             opt.zero_grad(set_to_none=True)
