@@ -78,6 +78,8 @@ class TrainConfig:
     part of the *latest* period is validation (walk-forward: validation is after training);
     embargo_minutes: gap between the last training target and the first validation anchor
     (0 = the longest horizon). Flat bands / levels are quantiles of the training split.
+    The defaults are the recipe of the shipped bundle (models/default/train_config.yaml), whose
+    network is smaller than the ModelConfig reference (see models/default/README.md).
     """
 
     train_dirs: tuple[str, ...] = (
@@ -93,24 +95,24 @@ class TrainConfig:
     val_fraction: float = 0.3
     embargo_minutes: int = 0
     # rows per epoch (drawn from every anchor, so from all bar alignments); 0 = all rows
-    samples_per_epoch: int = 120_000
+    samples_per_epoch: int = 80_000
     val_samples: int = 30_000
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 2  # validations without improvement before stopping
-    eval_every_steps: int = 0  # validate every N steps (0 = once per epoch)
+    lr: float = 3e-4
+    weight_decay: float = 0.1
+    patience: int = 4  # validations without improvement before stopping
+    eval_every_steps: int = 50  # validate every N steps (0 = once per epoch)
     # regularisation of the inputs during training (standardized units): Gaussian noise std and
     # the probability of zeroing a whole feature column of a sample; neighbouring anchors share
     # almost all of their window, so without it the network memorises the training period
-    input_noise: float = 0.0
-    feature_dropout: float = 0.0
+    input_noise: float = 0.3
+    feature_dropout: float = 0.2
     seed: int = 7
     # loss weights of the blocks: returns, direction, level hits, risk
     loss_weights: tuple[float, float, float, float] = (1.0, 1.0, 0.5, 0.5)
     # baselines fitted on this many training rows (logistic regression, LightGBM, volatility-only)
-    baseline_samples: int = 60_000
+    baseline_samples: int = 40_000
     max_minutes_per_file: int = 0  # 0 = whole file; tests use small slices
     # CPU threads for torch. 1 by default: on a shared 2-core machine two OpenMP threads that
     # meet another busy process slow down ~10x (spin-waiting), one thread degrades gracefully.
