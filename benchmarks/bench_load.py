@@ -35,7 +35,7 @@ def replica_processes() -> dict[str, psutil.Process]:
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
         if cmd.startswith(f"ray::ServeReplica:{APP}:"):
-            out[cmd.split(":")[3].split()[0]] = p
+            out[cmd.removeprefix(f"ray::ServeReplica:{APP}:").split()[0]] = p
     return out
 
 
@@ -129,7 +129,7 @@ def main() -> None:
     print("| throughput req/s | p50 ms | p90 ms | p99 ms | max ms | errors |\n|---|---|---|---|---|---|")
     print(f"| {len(ms) / wall:.1f} | {pct(ms, 50):.1f} | {pct(ms, 90):.1f} | {pct(ms, 99):.1f} | "
           f"{max(ms) if ms else float('nan'):.1f} | {sum(errors.values())} {errors or ''} |")
-    print("\nReplica RSS (MiB) over time\n| t s | " + " | ".join(names) + " |\n|---" * (len(names) + 1) + "|")
+    print("\nReplica RSS (MiB) over time\n| t s | " + " | ".join(names) + " |\n" + "|---" * (len(names) + 1) + "|")
     step = max(1, len(rss) // 12)
     for row in rss[::step] + ([rss[-1]] if rss and (len(rss) - 1) % step else []):
         print(f"| {row['t']:.0f} | " + " | ".join(f"{row[n]:.0f}" for n in names) + " |")
