@@ -9,6 +9,7 @@ import sys
 
 import click
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
 from mlsignals.errors import MLSignalsError
 
@@ -52,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(1) from None
     except MLSignalsError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except SQLAlchemyError as exc:  # the message may hold the URL: name only the kind of failure
+        print(f"error: database unavailable or failing ({type(exc).__name__}); check DATABASE_URL", file=sys.stderr)
         raise SystemExit(2) from None
     except (KeyboardInterrupt, BrokenPipeError):
         raise SystemExit(130) from None

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mlsignals.errors import ArtifactError
@@ -169,8 +170,11 @@ def load_bundle(path: str | Path, spec_hash: str | None = None) -> Bundle:
     model = UnifiedPatchTST(mcfg)
     try:
         state = load_file(str(root / WEIGHTS))
+    except (SafetensorError, OSError, ValueError) as exc:  # e.g. a pickle posing as safetensors
+        raise ArtifactError(f"{root / WEIGHTS}: not a readable safetensors file ({exc})") from None
+    try:
         model.load_state_dict(state, strict=True)
-    except (RuntimeError, OSError, ValueError) as exc:
+    except (RuntimeError, ValueError) as exc:
         raise ArtifactError(f"{root / WEIGHTS}: weights do not fit the model config ({exc})") from None
     model.eval()
     # the bundle's name is its folder (models/<name>/), so a copied bundle is named where it lies

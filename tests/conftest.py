@@ -71,11 +71,12 @@ def shipped_candles() -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One Ray instance for the whole test session (ray.init costs ~5 s on 2 cores)."""
+    """One Ray instance for the whole test session (ray.init costs ~5 s on 2 cores); always a
+    new local one, never a cluster that happens to run on the machine."""
     import ray
     from ray import serve
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     yield ray
     try:

@@ -55,7 +55,6 @@ def test_pickled_weights_are_refused_without_running_their_code(bundle, tmp_path
     assert not sentinel.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="model/bundle.py lets SafetensorError through instead of ArtifactError")
 def test_pickled_weights_give_a_typed_error(bundle, tmp_path):
     b = _copy(bundle, tmp_path / "pickled")
     torch.save({"weights": torch.zeros(3)}, b / "weights.safetensors")
