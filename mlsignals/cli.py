@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -40,17 +39,44 @@ def _register_all() -> None:
 _register_all()
 
 
+# Options that take several files after one flag (`--candles A B C`), as the CLI contract
+# documents; click options take one value each, so such runs are expanded before parsing.
+_MULTI_VALUE_OPTIONS = ("--candles",)
+
+
+def expand_multi_value_options(argv: list[str]) -> list[str]:
+    """``--candles A B --json`` -> ``--candles A --candles B --json``."""
+    out: list[str] = []
+    current: str | None = None
+    for arg in argv:
+        if arg in _MULTI_VALUE_OPTIONS:
+            current = arg
+            out.append(arg)
+            continue
+        if current is not None and not arg.startswith("-") and out[-1] != current:
+            out.append(current)
+        elif arg.startswith("-"):
+            current = None
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
+    args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
     try:
-        app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        app(args=args, standalone_mode=False)
+    except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
-    except click.ClickException as exc:
-        exc.show()
-        raise SystemExit(exc.exit_code) from None
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         raise SystemExit(1) from None
+    except typer.TyperException as exc:  # usage errors: click's own one-line message
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(getattr(exc, "exit_code", 2)) from None
     except MLSignalsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

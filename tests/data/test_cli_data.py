@@ -76,3 +76,13 @@ def test_help_and_unknown_file():
     assert run_cli("data", "import", "--help").returncode == 0
     r = run_cli("data", "import", "/nonexistent/BTCUSDT.csv")
     assert r.returncode != 0 and "no such file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_multi_value_candles_option_and_usage_errors_are_one_line():
+    from mlsignals.cli import expand_multi_value_options
+
+    assert expand_multi_value_options(["predict", "--candles", "A", "B", "--json"]) == [
+        "predict", "--candles", "A", "--candles", "B", "--json"]
+    assert expand_multi_value_options(["x", "--candles", "A", "--symbol", "S"]) == ["x", "--candles", "A", "--symbol", "S"]
+    r = run_cli("--bogus")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "No such option" in r.stderr
