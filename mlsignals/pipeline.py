@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,10 @@ class FeatureResult:
     error: str | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
 
+    def copy_for_reuse(self) -> FeatureResult:
+        """The same features for another request: its own latency record (callers add to it)."""
+        return replace(self, latency_ms={"features_cached": 1.0})
+
 
 class FeatureStage:
     """Loads candles for a tick (plus BTC for cross-asset features), applies the gap policy and
@@ -65,6 +69,8 @@ class FeatureStage:
         self.source, self.calculator = source, calculator
         self.gap_policy = gap_policy or GapPolicy()
         self._atr_col = calculator_feature_index(ATR_FEATURE)
+        self._cache: dict[tuple[str, pd.Timestamp], FeatureResult] = {}
+        self._cache_minutes: list[pd.Timestamp] = []
 
     @property
     def required_minutes(self) -> int:
@@ -110,6 +116,34 @@ class FeatureStage:
         candles: dict[str, pd.DataFrame] | None = None,
         now: pd.Timestamp | None = None,
     ) -> dict[str, FeatureResult]:
+        if candles is None:  # the source's candles of a closed minute never change: reuse them
+            minute = last_closed_minute(now) if end is None else pd.Timestamp(end)
+            hits = {s: self._cache.get((s, minute)) for s in symbols}
+            todo = [s for s in symbols if hits[s] is None]
+            fresh = self._compute(todo, end, None, now) if todo else {}
+            self._remember(minute, fresh)
+            return {s: fresh[s] if hits[s] is None else hits[s].copy_for_reuse() for s in symbols}
+        return self._compute(symbols, end, candles, now)
+
+    def _remember(self, minute: pd.Timestamp, results: dict[str, FeatureResult]) -> None:
+        """Keep the results of the latest two minutes only (a bounded cache)."""
+        if not self._cache_minutes or minute > self._cache_minutes[-1]:
+            self._cache_minutes.append(minute)
+        while len(self._cache_minutes) > 2:
+            old = self._cache_minutes.pop(0)
+            for key in [k for k in self._cache if k[1] == old]:
+                del self._cache[key]
+        if minute in self._cache_minutes:
+            for sym, res in results.items():
+                self._cache[(sym, minute)] = res
+
+    def _compute(
+        self,
+        symbols: list[str],
+        end: pd.Timestamp | None,
+        candles: dict[str, pd.DataFrame] | None,
+        now: pd.Timestamp | None,
+    ) -> dict[str, FeatureResult]:
         t0 = time.perf_counter()
         if candles is None:
             frames, errors = self.load_candles(symbols, end, now)
@@ -137,7 +171,6 @@ class FeatureStage:
                 res.atr = natr / 100.0 * res.entry if np.isfinite(natr) and natr > 0 else None
             out[sym] = res
         return out
-
 
     def _given_frames(self, candles: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
         """Caller's candles (HTTP, tests): validated here too, an invalid frame is that symbol's error."""

@@ -185,6 +185,11 @@ class SignalProcessor:
         metrics.stage_latency().observe((time.perf_counter() - t0) * 1e3, tags={"stage": "signal"})
         return signal
 
+    def handle_many(self, items: list[tuple[FeatureResult, ModelOutput | None, str | None]],
+                    meta: ModelMeta) -> list[Signal]:
+        """A tick's signals in one call (one round trip instead of one per symbol)."""
+        return [self.handle(fr, output, meta, error) for fr, output, error in items]
+
     def latest(self, symbol: str) -> dict | None:
         """The last signal delivered for ``symbol`` (the per-symbol "latest" hash)."""
         raw = self.redis.hget(self.delivery_config.latest_key(symbol), "signal")

@@ -26,6 +26,7 @@ from mlsignals.errors import (
 )
 from mlsignals.pipeline import BTC
 from mlsignals.settings import load_settings
+from serve_app.model_meta import ModelMetaCache
 from signals.schema import Signal
 
 log = logging.getLogger("ray.serve")
@@ -117,6 +118,7 @@ class Ingress:
     ) -> None:
         settings = load_settings(config_path)
         self.features, self.ml, self.signals, self.scheduler = features, ml, signals, scheduler
+        self._meta = ModelMetaCache(ml)
         self.symbols = set(settings.symbols)
         self.max_candles = settings.server.max_candles
         app.state.max_body = settings.server.max_body_bytes
@@ -145,7 +147,7 @@ class Ingress:
         output, error, version = (None, None, None)
         if fr.window is not None:
             output, error, version = await self.ml.predict.remote(sym, fr.window)
-        meta = await self.ml.meta.remote()
+        meta = await self._meta.get(version)
         fr.latency_ms["http_ms"] = (time.perf_counter() - t0) * 1e3
         # HTTP predictions are logged but not pushed to the trading stream: that carries the
         # scheduler's signals only, one per symbol and minute.

@@ -20,10 +20,12 @@ import redis
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from mlsignals.pipeline import FeatureResult, ModelMeta
+from mlsignals.pipeline import FeatureResult
 from mlsignals.settings import load_settings
 from mlsignals.ticks import TickLedger, plan_ticks, seconds_until_next
+from model.contract import ModelOutput
 from serve_app import metrics
+from serve_app.model_meta import ModelMetaCache
 
 log = logging.getLogger("ray.serve")
 
@@ -53,7 +55,7 @@ class SignalScheduler:
         self.symbols = self.settings.symbols
         self.cfg = self.settings.scheduler
         self.ledger = TickLedger(services.redis_client(self.settings), self.settings.delivery.prefix)
-        self._meta: ModelMeta | None = None
+        self._meta = ModelMetaCache(ml)
         self._lock = asyncio.Lock()  # one tick at a time: a slow tick delays, never overlaps, the next
         self.last_report: TickReport | None = None
         self._task: asyncio.Task | None = None
@@ -112,34 +114,34 @@ class SignalScheduler:
         except redis.RedisError as exc:
             log.warning("tick now: tick ledger unreachable (%s); running the tick anyway", type(exc).__name__)
 
-    async def _model_meta(self, version: str | None) -> ModelMeta:
-        """The serving model's meta, refreshed when an output names another version (hot swap)."""
-        if self._meta is None or (version is not None and version != self._meta.model_version):
-            self._meta = await self.ml.meta.remote()
-        return self._meta
-
-    async def _one(self, fr: FeatureResult, tick_id: str) -> tuple[str, str | None]:
-        error = None
+    async def _predict(self, fr: FeatureResult, tick_id: str) -> tuple[ModelOutput | None, str | None, str | None]:
+        """(output, error, model_version) of one symbol, bounded by the per-symbol timeout: a slow
+        or dead model replica makes this symbol NEUTRAL-with-reason, never the whole tick."""
+        if fr.window is None:
+            return None, None, None
         try:
             async with asyncio.timeout(self.cfg.symbol_timeout_s):
-                output, version = None, None
-                if fr.window is not None:
-                    t0 = time.perf_counter()
-                    output, error, version = await self.ml.predict.remote(fr.symbol, fr.window)
-                    fr.latency_ms["model_ms"] = (time.perf_counter() - t0) * 1e3
-                meta = await self._model_meta(version)
-                signal = await self.signals.handle.remote(fr, output, meta, error)
-        except Exception as exc:  # timeout or a dead replica: this symbol is NEUTRAL with the reason
-            error = "timeout" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
-            error = f"{fr.symbol}: {error} (tick {tick_id})"
-            metrics.failures().inc(tags={"stage": "tick"})
-            try:
-                meta = await self._model_meta(None)
-                signal = await self.signals.handle.remote(fr, None, meta, error)
-            except Exception as exc2:
-                log.error("tick %s: %s could not even be reported (%s)", tick_id, fr.symbol, exc2)
-                return "FAILED", error
-        return signal.direction.value, fr.error or error
+                t0 = time.perf_counter()
+                output, error, version = await self.ml.predict.remote(fr.symbol, fr.window)
+                fr.latency_ms["model_ms"] = (time.perf_counter() - t0) * 1e3
+                return output, error, version
+        except Exception as exc:
+            reason = "timeout" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+            metrics.failures().inc(tags={"stage": "model"})
+            return None, f"{fr.symbol}: {reason} (tick {tick_id})", None
+
+    async def _signals(self, items: list[tuple[FeatureResult, ModelOutput | None, str | None]],
+                       version: str | None, tick_id: str) -> list[str]:
+        """One SignalProcessor call for the symbols whose outputs came from ``version``."""
+        try:
+            async with asyncio.timeout(self.cfg.symbol_timeout_s):
+                meta = await self._meta.get(version)
+                signals = await self.signals.handle_many.remote(items, meta)
+            return [sig.direction.value for sig in signals]
+        except Exception as exc:
+            log.error("tick %s: signal stage failed for %d symbol(s) (%s)", tick_id, len(items), exc)
+            metrics.failures().inc(len(items), tags={"stage": "signal"})
+            return ["FAILED"] * len(items)
 
     async def tick(self, minute: pd.Timestamp) -> TickReport:
         async with self._lock:
@@ -148,9 +150,19 @@ class SignalScheduler:
             report = TickReport(tick_id, minute.isoformat())
             log.info("tick %s for %s: %d symbols", tick_id, minute.isoformat(), len(self.symbols))
             results: dict[str, FeatureResult] = await self.features.compute.remote(self.symbols, end=minute)
-            outcomes = await asyncio.gather(*(self._one(results[s], tick_id) for s in self.symbols))
-            for sym, (direction, err) in zip(self.symbols, outcomes, strict=True):
-                report.signals[sym] = direction
+            preds = await asyncio.gather(*(self._predict(results[s], tick_id) for s in self.symbols))
+            # group by model version (a hot swap may land mid-tick): each group gets its own meta
+            served = next((v for _, _, v in preds if v), None)
+            groups: dict[str | None, list[int]] = {}
+            for i, (_, _, version) in enumerate(preds):
+                groups.setdefault(version or served, []).append(i)
+            directions: dict[int, str] = {}
+            for version, idx in groups.items():
+                items = [(results[self.symbols[i]], preds[i][0], preds[i][1]) for i in idx]
+                directions.update(zip(idx, await self._signals(items, version, tick_id), strict=True))
+            for i, sym in enumerate(self.symbols):
+                report.signals[sym] = directions[i]
+                err = results[sym].error or preds[i][1]
                 if err:
                     report.errors[sym] = err
             report.seconds = time.perf_counter() - t0

@@ -69,3 +69,19 @@ def test_stale_live_source_is_neutral(shipped_candles, bundle, tmp_path):
     # "now" is long after the recorded candles: a live run must not trade on them
     sig = pipe.run(["ETHUSDT"], now=pd.Timestamp("2030-01-01", tz="UTC"))[0]
     assert sig.direction is Direction.NEUTRAL and "stale" in sig.reasons[0]
+
+
+def test_source_features_of_a_closed_minute_are_reused(shipped_candles, bundle, tmp_path):
+    frames = {s: df.iloc[:3000] for s, df in shipped_candles.items()}
+    stage = services.feature_stage(_settings(tmp_path, bundle), FrameSource(frames))
+    end = frames["BTCUSDT"].index[-1]
+    first = stage.compute(["ETHUSDT"], end=end)["ETHUSDT"]
+    again = stage.compute(["ETHUSDT", "SOLUSDT"], end=end)
+    assert again["ETHUSDT"].latency_ms == {"features_cached": 1.0}
+    assert (again["ETHUSDT"].window == first.window).all() and again["ETHUSDT"].atr == first.atr
+    assert "features_ms" in again["SOLUSDT"].latency_ms  # computed, not cached
+    later = stage.compute(["ETHUSDT"], end=end - pd.Timedelta(minutes=5))["ETHUSDT"]
+    assert later.bar_time == end - pd.Timedelta(minutes=5)
+    for m in range(1, 4):  # only the two latest minutes stay cached
+        stage.compute(["ETHUSDT"], end=end + pd.Timedelta(minutes=m))
+    assert len({k[1] for k in stage._cache}) <= 2
