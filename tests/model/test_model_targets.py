@@ -93,9 +93,7 @@ def test_derived_spec_from_training_rows(eth: pd.DataFrame) -> None:
 
 def test_no_target_column_is_a_feature_name() -> None:
     cols = set(target_columns(H)) | set(target_columns((1, 4, 16, 48)))
-    try:
-        from features.spec import FEATURE_NAMES
-    except ImportError:
-        pytest.skip("features.spec not available yet")
+    from features.spec import FEATURE_NAMES
+
     assert not cols & set(FEATURE_NAMES)
     assert not any(n.startswith(("ret_h", "up_h", "down_h", "target")) for n in FEATURE_NAMES)
