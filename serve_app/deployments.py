@@ -176,6 +176,26 @@ class SignalProcessor:
         self._relay_thread = threading.Thread(target=self.relay.run_forever, args=(self._stop,), daemon=True,
                                               name="outbox-relay")
         self._relay_thread.start()
+        # Realised outcomes are filled into the prediction log once each horizon has passed.
+        self._source = build_source(settings)
+        self._symbols = settings.symbols
+        spec = json.loads((settings.model_path / "config.json").read_text())["target_spec"]
+        self._outcome_window = max(spec["horizons"]) * spec["bar_minutes"] + 30  # minutes of candles needed
+        self._outcomes_thread = threading.Thread(target=self._outcomes_loop, daemon=True, name="outcomes")
+        self._outcomes_thread.start()
+
+    def _outcomes_loop(self, every_s: float = 60.0) -> None:
+        while not self._stop.wait(every_s):
+            plog = self.sink.prediction_log
+            if plog is None:
+                continue
+            try:
+                candles = {s: self._source.get_candles(s, self._outcome_window) for s in self._symbols}
+                filled = plog.fill_outcomes(candles)
+                if filled:
+                    log.info("prediction log: outcomes filled for %d row(s)", filled)
+            except Exception as exc:  # the database or source is down: try again next round
+                log.warning("prediction log: outcomes not filled this round (%s)", type(exc).__name__)
 
     def handle(self, fr: FeatureResult, output: ModelOutput | None, meta: ModelMeta, error: str | None = None,
                latency_ms: dict[str, float] | None = None, publish: bool = True) -> Signal:
@@ -212,6 +232,8 @@ class SignalProcessor:
     def check_health(self) -> None:
         if not self._relay_thread.is_alive():
             raise RuntimeError("outbox relay thread died")
+        if not self._outcomes_thread.is_alive():
+            raise RuntimeError("outcomes thread died")
 
     def __del__(self) -> None:
         self._stop.set()

@@ -163,8 +163,13 @@ class PredictionLog:
         opening h minutes later. Returns how many rows changed.
         """
         changed = 0
+        frames = [df for df in candles_by_symbol.values() if df is not None and not df.empty]
+        if not frames:
+            return 0
+        since = min(df.index[0] for df in frames).to_pydatetime()  # older rows cannot be completed here
         with Session(self.engine) as s:
-            todo = s.exec(select(PredictionRow).where(PredictionRow.outcomes_complete.is_(False))).all()
+            todo = s.exec(select(PredictionRow).where(
+                PredictionRow.outcomes_complete.is_(False), PredictionRow.bar_time >= since)).all()
             for row in todo:
                 df = candles_by_symbol.get(row.symbol)
                 if df is None or df.empty:
