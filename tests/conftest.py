@@ -50,6 +50,25 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("pg_url")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def schema_engine(request: pytest.FixtureRequest, tmp_path: Path):
+    """An engine on SQLite (temp file) or on the real PostgreSQL inside a fresh schema that is
+    dropped afterwards (cheaper than a database per test)."""
+    from mlsignals.db import make_engine
+
+    if request.param == "sqlite":
+        yield make_engine(f"sqlite:///{tmp_path / 'test.db'}")
+        return
+    base = make_engine(PG_ADMIN_URL)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with base.begin() as c:
+        c.execute(text(f"CREATE SCHEMA {schema}"))
+    yield base.execution_options(schema_translate_map={None: schema})
+    with base.begin() as c:
+        c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    base.dispose()
+
+
 @pytest.fixture
 def redis_prefix() -> Iterator[str]:
     """A unique key prefix on the real Redis; every key under it is deleted afterwards."""

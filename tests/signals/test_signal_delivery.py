@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
-from sqlalchemy import text
 
 from mlsignals.db import make_engine
 from signals.config import DeliveryConfig
@@ -34,19 +33,9 @@ def make_signal(symbol: str, i: int, model: str = "v1") -> Signal:
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        yield make_engine(f"sqlite:///{tmp_path / 'outbox.db'}")
-        return
-    base = make_engine(PG_URL)
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with base.begin() as c:
-        c.execute(text(f"CREATE SCHEMA {schema}"))
-    yield base.execution_options(schema_translate_map={None: schema})
-    with base.begin() as c:
-        c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    base.dispose()
+@pytest.fixture
+def engine(schema_engine):
+    return schema_engine
 
 
 @pytest.fixture

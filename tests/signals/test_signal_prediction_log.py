@@ -3,13 +3,11 @@ outcomes filled once each horizon passed."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import text
 
 from mlsignals.db import make_engine
 from model.contract import RAW_SIZE, ModelOutput, TargetSpec
@@ -23,19 +21,9 @@ SPEC = TargetSpec(bar_minutes=15, horizons=(1, 4, 16, 48))
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    if request.param == "sqlite":
-        yield make_engine(f"sqlite:///{tmp_path / 'log.db'}")
-        return
-    base = make_engine(PG_URL)
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with base.begin() as c:
-        c.execute(text(f"CREATE SCHEMA {schema}"))
-    yield base.execution_options(schema_translate_map={None: schema})
-    with base.begin() as c:
-        c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    base.dispose()
+@pytest.fixture
+def engine(schema_engine):
+    return schema_engine
 
 
 def _prediction(bar: datetime, nan: bool = False):
