@@ -19,7 +19,6 @@ from signals.schema import Direction, Signal, signal_id
 
 pytestmark = pytest.mark.services
 REDIS_URL = "redis://127.0.0.1:6379/0"
-PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
 

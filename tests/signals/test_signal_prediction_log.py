@@ -16,7 +16,6 @@ from signals.prediction_log import PredictionLog, summarize_features
 from signals.processor import MLSignalProcessor
 
 pytestmark = pytest.mark.services
-PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 SPEC = TargetSpec(bar_minutes=15, horizons=(1, 4, 16, 48))
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
