@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
@@ -15,6 +14,7 @@ import pandas as pd
 
 from features.candles import read_candles_csv, symbol_from_path, validate_candles
 from mlsignals.errors import MissingCrossAssetError, MLSignalsError
+from mlsignals.jsonsafe import json_safe
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -39,19 +39,8 @@ def _default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _clean(o: Any) -> Any:
-    """NaN/inf are not JSON: emit null so that every consumer can parse the output."""
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    return o
-
-
 def emit_json(obj: Any) -> None:
-    print(json.dumps(_clean(json.loads(json.dumps(obj, default=_default))), indent=2))
+    print(json.dumps(json_safe(json.loads(json.dumps(obj, default=_default))), indent=2))
 
 
 def load_candle_files(

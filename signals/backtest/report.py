@@ -14,8 +14,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
+from mlsignals.jsonsafe import json_safe  # noqa: E402
 from signals.backtest.metrics import drawdown  # noqa: E402
 
 COLUMNS = ("trades", "hit_rate", "avg_win", "avg_loss", "profit_factor", "mean_trade", "t_stat", "net_return",
@@ -131,17 +131,7 @@ def write_report(result, out: Path, title: str = "Backtest") -> dict:
     md.append(f"\nTiming: {json.dumps({k: round(v, 1) for k, v in meta['timing_s'].items()})} s\n")
     (out / "report.md").write_text("".join(md))
     js = {"meta": meta, "summary": summary, "verdict": verdict(summary), "files": ["report.md", *pngs]}
-    (out / "summary.json").write_text(json.dumps(_finite(js), indent=2, default=str) + "\n")
+    (out / "summary.json").write_text(json.dumps(json_safe(js), indent=2, default=str) + "\n")
     return js
 
 
-def _finite(o):
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    if isinstance(o, np.generic):
-        return _finite(o.item())
-    return o
