@@ -17,6 +17,7 @@ from features.sources.base import last_closed_minute
 from mlsignals.errors import DataSourceError, UnknownSymbolError
 
 log = logging.getLogger(__name__)
+_MINUTE = pd.Timedelta(minutes=1)
 _QUOTES = ("USDT", "USDC", "BUSD", "FDUSD", "USD", "BTC", "ETH", "EUR")
 
 
@@ -55,6 +56,8 @@ class CcxtSource:
         self.exchange, self._symbols, self.market_type = exchange, list(symbols), market_type
         self.max_retries, self.backoff_s = max_retries, backoff_s
         self._clock = clock or (lambda: pd.Timestamp.now(tz="UTC"))
+        self._closed: dict[str, pd.DataFrame] = {}  # closed candles fetched before, per symbol
+        self._keep_minutes = 20_000
         self._sleep = sleep
 
     def symbols(self) -> list[str]:
@@ -80,12 +83,10 @@ class CcxtSource:
                 raise DataSourceError(f"{market}: exchange error ({type(exc).__name__})") from None
         raise AssertionError("unreachable")
 
-    def get_candles(self, symbol: str, n: int, end: pd.Timestamp | None = None) -> pd.DataFrame:
-        last = last_closed_minute(self._clock()) if end is None else pd.Timestamp(end).floor("min")
-        market = ccxt_symbol(symbol, self.market_type)
-        since = last - pd.Timedelta(minutes=n - 1)
+    def _fetch_closed(self, market: str, start: pd.Timestamp, last: pd.Timestamp, n: int) -> pd.DataFrame:
+        """Closed candles from ``start`` to ``last`` (open times, inclusive), paging forward."""
         rows: list[list[float]] = []
-        cursor = int(since.value // 1_000_000)
+        cursor = int(start.value // 1_000_000)
         end_ms = int(last.value // 1_000_000)
         while cursor <= end_ms:  # exchanges cap one page (often 1000 candles): page forward
             page = self._fetch(market, cursor, min(1000, n))
@@ -99,4 +100,21 @@ class CcxtSource:
         df = df[df["ms"] <= end_ms]
         df.index = pd.DatetimeIndex(pd.to_datetime(df.pop("ms"), unit="ms", utc=True)).as_unit("ns")
         df.index.name = "timestamp"
-        return validate_candles(df.sort_index().iloc[-n:], symbol)
+        return df.astype("float64")
+
+    def get_candles(self, symbol: str, n: int, end: pd.Timestamp | None = None) -> pd.DataFrame:
+        """Closed candles never change, so those fetched before are kept per symbol and each
+        call fetches only the minutes after them (one small page a minute instead of ~10)."""
+        last = last_closed_minute(self._clock()) if end is None else pd.Timestamp(end).floor("min")
+        market = ccxt_symbol(symbol, self.market_type)
+        since = last - pd.Timedelta(minutes=n - 1)
+        known = self._closed.get(symbol)
+        if known is not None and not known.empty and known.index[0] <= since <= known.index[-1] + _MINUTE:
+            start, keep = known.index[-1] + _MINUTE, known
+        else:
+            start, keep = since, None
+        new = self._fetch_closed(market, start, last, n) if start <= last else keep.iloc[0:0]
+        frame = new if keep is None else pd.concat([keep, new])
+        frame = frame[~frame.index.duplicated(keep="last")].sort_index()
+        self._closed[symbol] = frame.iloc[-max(n, self._keep_minutes):]
+        return validate_candles(frame.loc[since:last].iloc[-n:], symbol)

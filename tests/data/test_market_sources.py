@@ -115,3 +115,19 @@ def test_ccxt_source_rejects_bad_exchange_data(shipped_candles):
     src = CcxtSource(RecordedExchange(rows), ["BTCUSDT"], clock=lambda: now, sleep=lambda s: None)
     with pytest.raises(Exception, match="BTCUSDT @ .*high below"):
         src.get_candles("BTCUSDT", 50)
+
+
+def test_ccxt_source_fetches_only_new_closed_candles_on_the_next_minute(shipped_candles):
+    rec = shipped_candles["ETHUSDT"].iloc[:3000]
+    clock = {"now": rec.index[-2] + pd.Timedelta(seconds=30)}  # the last two candles are in the future
+    ex = RecordedExchange(_recorded_rows(rec), page=500)
+    src = CcxtSource(ex, ["ETHUSDT"], clock=lambda: clock["now"], sleep=lambda s: None)
+    first = src.get_candles("ETHUSDT", 1200)
+    calls = ex.calls
+    clock["now"] += pd.Timedelta(minutes=1)
+    second = src.get_candles("ETHUSDT", 1200)
+    assert ex.calls == calls + 1  # one small fetch, not the whole window again
+    assert second.index[-1] == first.index[-1] + pd.Timedelta(minutes=1)
+    pd.testing.assert_frame_equal(second, rec.iloc[-1201:-1], check_freq=False)
+    assert src.get_candles("ETHUSDT", 1200).equals(second)  # same minute again: nothing fetched
+    assert ex.calls == calls + 1
