@@ -238,7 +238,11 @@ class SignalSink:
         latency_ms: dict[str, float] | None = None,
         now: pd.Timestamp | None = None,
         publish: bool = True,
+        log: bool = True,
     ) -> Signal:
+        """``publish``: onto the trading stream (through the outbox); ``log``: into the
+        prediction log (off for what-if predictions on a caller's candles, which must not take
+        the (symbol, bar time, model) slot of the service's own prediction)."""
         t0 = time.perf_counter()
         bar_time = fr.bar_time if fr.bar_time is not None else last_closed_minute(now)
         signal = self._processor(meta).process(
@@ -256,7 +260,7 @@ class SignalSink:
         lat = {**fr.latency_ms, **(latency_ms or {}), "signal_ms": (time.perf_counter() - t0) * 1e3}
         if publish and self.publisher is not None:
             self.publisher.publish(signal)
-        if self.prediction_log is not None:
+        if log and self.prediction_log is not None:
             row = None if fr.window is None else fr.window[-1]
             self.prediction_log.record(
                 signal, output=output, target_spec=meta.target_spec,

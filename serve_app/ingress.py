@@ -149,9 +149,10 @@ class Ingress:
             output, error, version = await self.ml.predict.remote(sym, fr.window)
         meta = await self._meta.get(version)
         fr.latency_ms["http_ms"] = (time.perf_counter() - t0) * 1e3
-        # HTTP predictions are logged but not pushed to the trading stream: that carries the
-        # scheduler's signals only, one per symbol and minute.
-        return await self.signals.handle.remote(fr, output, meta, error, publish=False)
+        # HTTP predictions are not pushed to the trading stream: that carries the scheduler's
+        # signals only, one per symbol and minute. Those on the source's candles are logged;
+        # what-ifs on the caller's candles are not (they would take the log slot of that minute).
+        return await self.signals.handle.remote(fr, output, meta, error, publish=False, log=candles is None)
 
     @app.get("/signals/latest/{symbol}", response_model=Signal, responses={404: {}})
     async def latest(self, symbol: str, x_api_key: Annotated[str | None, Header()] = None) -> Signal:

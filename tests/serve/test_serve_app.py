@@ -115,6 +115,10 @@ def test_predict_over_http(served, shipped_candles):
                                                        "btc_candles": rows(btc)}, timeout=60)
     assert with_candles.status_code == 200, with_candles.text
     assert with_candles.json()["entry"] == eth["close"].iloc[-1]
+    with make_engine(served["pg"]).connect() as c:  # a what-if on caller candles is not logged
+        logged = c.execute(text("SELECT count(*) FROM prediction_log WHERE bar_time = :t"),
+                           {"t": eth.index[-1].to_pydatetime()}).scalar()
+    assert logged == 0
 
     bad = rows(btc)
     bad[300]["high"] = bad[300]["low"] / 2
