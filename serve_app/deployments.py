@@ -15,11 +15,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from features.calculator import RealTimeIndicatorCalculator
-from features.candles import GapPolicy
 from features.sources import build_source
+from mlsignals import services
 from mlsignals.errors import ArtifactError
-from mlsignals.pipeline import FeatureResult, FeatureStage, ModelMeta, SignalSink, read_bundle_shape
+from mlsignals.pipeline import FeatureResult, ModelMeta, SignalSink
 from mlsignals.settings import load_settings, project_path
 from model.contract import ModelOutput
 from model.inference import InferenceEngine
@@ -34,11 +33,7 @@ class FeatureCalculator:
     """Candles from the configured market-data source -> feature windows for many symbols."""
 
     def __init__(self, config_path: str | None = None) -> None:
-        settings = load_settings(config_path)
-        bar_minutes, context = read_bundle_shape(settings.model_path)
-        calc = RealTimeIndicatorCalculator(bar_minutes=bar_minutes, n_rows=context)
-        policy = GapPolicy(max_fill=settings.data.gap_fill_max, stale_after=settings.data.stale_after)
-        self.stage = FeatureStage(build_source(settings), calc, policy)
+        self.stage = services.feature_stage(load_settings(config_path))
 
     def compute(
         self, symbols: list[str], end: pd.Timestamp | None = None, candles: dict[str, pd.DataFrame] | None = None
@@ -75,10 +70,7 @@ class MLManager:
         self.last_reload_error: str | None = None
 
     def _load(self, path: Path) -> InferenceEngine:
-        m = self.settings.model
-        engine = InferenceEngine.from_bundle(
-            path, device=m.device, compile=m.compile, batch_buckets=tuple(m.batch_buckets)
-        )
+        engine = services.inference_engine(self.settings, path)
         log.info(
             "MLManager loaded %s on %s (compiled=%s, %.1fs compile)",
             engine.model_version, engine.device, engine.compiled, engine.compile_seconds,
@@ -165,8 +157,6 @@ class SignalProcessor:
     in a watched thread: the health check fails when it died."""
 
     def __init__(self, config_path: str | None = None) -> None:
-        from mlsignals import services
-
         settings = load_settings(config_path)
         self.redis = services.redis_client(settings)
         self.outbox, self.relay, publisher = services.delivery(settings, self.redis)
