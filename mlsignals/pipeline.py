@@ -70,7 +70,6 @@ class FeatureStage:
         self.gap_policy = gap_policy or GapPolicy()
         self._atr_col = calculator_feature_index(ATR_FEATURE)
         self._cache: dict[tuple[str, pd.Timestamp], FeatureResult] = {}
-        self._cache_minutes: list[pd.Timestamp] = []
 
     @property
     def required_minutes(self) -> int:
@@ -127,15 +126,10 @@ class FeatureStage:
 
     def _remember(self, minute: pd.Timestamp, results: dict[str, FeatureResult]) -> None:
         """Keep the results of the latest two minutes only (a bounded cache)."""
-        if not self._cache_minutes or minute > self._cache_minutes[-1]:
-            self._cache_minutes.append(minute)
-        while len(self._cache_minutes) > 2:
-            old = self._cache_minutes.pop(0)
-            for key in [k for k in self._cache if k[1] == old]:
-                del self._cache[key]
-        if minute in self._cache_minutes:
-            for sym, res in results.items():
-                self._cache[(sym, minute)] = res
+        self._cache.update({(sym, minute): res for sym, res in results.items()})
+        keep = sorted({m for _, m in self._cache})[-2:]
+        for key in [k for k in self._cache if k[1] not in keep]:
+            del self._cache[key]
 
     def _compute(
         self,
@@ -311,15 +305,16 @@ class SignalPipeline:
         ]
 
 
-def read_bundle_shape(path) -> tuple[int, int]:
-    """(bar_minutes, context_length) of a model bundle, read from its config without loading
-    weights: the feature stage must produce exactly the windows the model was trained on."""
+def read_bundle_targets(path) -> tuple[TargetSpec, int]:
+    """(target spec, context length) of a model bundle, read from its config without loading
+    weights (or torch): the feature stage must produce exactly the windows the model was trained
+    on, and the outcome filler must know its horizons."""
     import json
     from pathlib import Path
 
     cfg_path = Path(path) / "config.json"
     try:
         cfg = json.loads(cfg_path.read_text())
-        return int(cfg["target_spec"]["bar_minutes"]), int(cfg["model"]["context_length"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise MLSignalsError(f"{cfg_path}: cannot read the model's bar size and context ({exc})") from None
+        return TargetSpec.from_dict(cfg["target_spec"]), int(cfg["model"]["context_length"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise MLSignalsError(f"{cfg_path}: cannot read the model's targets and context ({exc})") from None

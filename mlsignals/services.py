@@ -13,7 +13,7 @@ from features.candles import GapPolicy
 from features.sources import build_source
 from features.sources.base import MarketDataSource
 from mlsignals.db import make_engine
-from mlsignals.pipeline import FeatureStage, SignalPipeline, SignalSink, read_bundle_shape
+from mlsignals.pipeline import FeatureStage, SignalPipeline, SignalSink, read_bundle_targets
 from mlsignals.settings import Settings
 from signals.outbox import Outbox
 from signals.prediction_log import PredictionLog
@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 
 def feature_stage(settings: Settings, source: MarketDataSource | None = None, model_path: Path | None = None,
                   ) -> FeatureStage:
-    bar_minutes, context = read_bundle_shape(model_path or settings.model_path)
-    calc = RealTimeIndicatorCalculator(bar_minutes=bar_minutes, n_rows=context)
+    targets, context = read_bundle_targets(model_path or settings.model_path)
+    calc = RealTimeIndicatorCalculator(bar_minutes=targets.bar_minutes, n_rows=context)
     policy = GapPolicy(max_fill=settings.data.gap_fill_max, stale_after=settings.data.stale_after)
     return FeatureStage(source if source is not None else build_source(settings), calc, policy)
 

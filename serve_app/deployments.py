@@ -18,7 +18,7 @@ from ray import serve
 from features.sources import build_source
 from mlsignals import services
 from mlsignals.errors import ArtifactError
-from mlsignals.pipeline import FeatureResult, ModelMeta, SignalSink
+from mlsignals.pipeline import FeatureResult, ModelMeta, SignalSink, read_bundle_targets
 from mlsignals.settings import load_settings, project_path
 from model.contract import ModelOutput
 from model.inference import InferenceEngine
@@ -169,8 +169,8 @@ class SignalProcessor:
         # Realised outcomes are filled into the prediction log once each horizon has passed.
         self._source = build_source(settings)
         self._symbols = settings.symbols
-        spec = json.loads((settings.model_path / "config.json").read_text())["target_spec"]
-        self._outcome_window = max(spec["horizons"]) * spec["bar_minutes"] + 30  # minutes of candles needed
+        targets, _ = read_bundle_targets(settings.model_path)
+        self._outcome_window = targets.horizon_minutes(-1) + 30  # minutes of candles needed
         self._outcomes_thread = threading.Thread(target=self._outcomes_loop, daemon=True, name="outcomes")
         self._outcomes_thread.start()
 
