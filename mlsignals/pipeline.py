@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from features.calculator import RealTimeIndicatorCalculator
+from features.calculator import RealTimeIndicatorCalculator, is_btc
 from features.candles import GapPolicy, fill_gaps, is_stale, validate_candles
 from features.sources.base import MarketDataSource, last_closed_minute
 from mlsignals.errors import MLSignalsError
@@ -29,7 +29,7 @@ from signals.schema import Signal
 
 log = logging.getLogger(__name__)
 
-BTC = "BTCUSDT"
+BTC = "BTCUSDT"  # the cross-asset reference fetched from the source for non-BTC symbols
 # The NATR feature that gives the ATR (in % of close) on the model's bars for stop/target sizing.
 ATR_FEATURE = "volatility.natr_14"
 
@@ -81,7 +81,8 @@ class FeatureStage:
         """Candles per symbol (BTC included when needed), and per-symbol reasons for those
         that cannot be used (source error, stale)."""
         n = self.required_minutes + self.gap_policy.max_fill * 4  # head-room for filled gaps
-        wanted = list(dict.fromkeys([*symbols, *([BTC] if any(s != BTC for s in symbols) else [])]))
+        needs_btc = any(not is_btc(s) for s in symbols)
+        wanted = list(dict.fromkeys([*symbols, *([BTC] if needs_btc else [])]))
         frames, errors = {}, {}
         now_ts = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
         for sym in wanted:
@@ -144,7 +145,7 @@ class FeatureStage:
         else:
             frames, errors = self._given_frames(candles)
         t1 = time.perf_counter()
-        # BTC is computed only as the cross-asset reference unless it was asked for.
+        # every frame is computed, BTC too when it is only the cross-asset reference
         batch = self.calculator.compute(frames) if frames else None
         t2 = time.perf_counter()
         lat = {"candles_ms": (t1 - t0) * 1e3, "features_ms": (t2 - t1) * 1e3}

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from features.calculator import is_btc
 from features.candles import CANDLE_COLUMNS, validate_candles
 from mlsignals.errors import (
     CandleValidationError,
@@ -134,7 +135,7 @@ class Ingress:
             if len(body.candles) + len(body.btc_candles or []) > self.max_candles:
                 raise HTTPException(413, f"at most {self.max_candles} candles per request")
             candles = {sym: _frame(body.candles, sym)}
-            if sym != BTC:
+            if not is_btc(sym):
                 if not body.btc_candles:
                     raise MissingCrossAssetError(f"{sym}: cross-asset features need btc_candles over the same minutes")
                 candles[BTC] = _frame(body.btc_candles, BTC)
