@@ -135,3 +135,23 @@ class DeliveryConfig(BaseModel):
 
     def dedup_key(self, signal_id: str) -> str:
         return f"{self.prefix}:dedup:{signal_id}"
+
+
+class StreamConfig(BaseModel):
+    """The HTTP signal stream (``GET /signals/stream``, Server-Sent Events).
+
+    Serve's proxy buffers a response without back-pressure to the replica, so a replica cannot
+    see a stalled socket; what one client may cost is bounded instead: a client more than
+    ``max_lag`` entries behind the stream head is dropped (``event: overflow``), every stream
+    ends after ``max_duration_s`` (clients reconnect with ``Last-Event-ID`` and lose nothing),
+    and at most ``max_clients`` streams run per ingress replica (503 beyond).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    heartbeat_s: float = Field(15.0, gt=0.0, le=300.0, description="idle time before a heartbeat event")
+    max_clients: int = Field(32, ge=1, le=10_000)
+    max_lag: int = Field(2000, ge=1, description="entries a client may be behind before it is dropped")
+    max_duration_s: float = Field(900.0, gt=0.0, description="a stream ends after this; clients resume")
+    batch: int = Field(100, ge=1, le=10_000, description="entries read from Redis at a time")
+    retry_ms: int = Field(2000, ge=0, description="reconnect delay advertised to EventSource clients")
