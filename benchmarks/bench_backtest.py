@@ -52,8 +52,8 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=1)
     args = ap.parse_args()
 
-    from features.sources.replay import load_candle_dir
-    from signals.backtest.runner import BacktestConfig, run_backtest
+    from features.candle_files import load_candle_dir
+    from mlsignals.backtest.runner import BacktestConfig, run_backtest
 
     frames = load_candle_dir(DATA)
     model = args.model

@@ -43,7 +43,7 @@ def _time(fn, repeat: int) -> float:
 
 def real_windows(engine, n_symbols: int) -> np.ndarray:
     """[n_symbols, context, F] windows from the held-out candles (features of 7 symbols, tiled)."""
-    from features.sources.replay import load_candle_dir
+    from features.candle_files import load_candle_dir
     from model.dataset import AnchorPool
     from model.series import build_series
 

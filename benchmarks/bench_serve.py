@@ -29,7 +29,7 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 
 def make_symbol_dir(out: Path, n_symbols: int, rows: int = 12_500) -> list[str]:
     """n_symbols candle files (BTCUSDT first) under ``out``; returns the symbol names."""
-    from features.sources.replay import load_candle_dir
+    from features.candle_files import load_candle_dir
 
     shipped = load_candle_dir(SHIPPED)
     names = sorted(shipped)
@@ -49,7 +49,7 @@ def make_symbol_dir(out: Path, n_symbols: int, rows: int = 12_500) -> list[str]:
 def make_shaped_bundle(out: Path) -> Path:
     """An untrained bundle with the shipped default's shapes and a scaler fitted on real features."""
     from features.calculator import compute_features
-    from features.sources.replay import load_candle_dir
+    from features.candle_files import load_candle_dir
     from features.spec import FEATURE_NAMES, SPEC_HASH
     from model.bundle import save_bundle
     from model.config import ModelConfig
@@ -118,14 +118,14 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from mlsignals import services
+    from mlsignals import factories
     from mlsignals.settings import load_settings
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         cfg, symbols, _ = prepare(tmp, args.symbols, args.bundle)
         settings = load_settings(cfg)
-        pipe = services.in_process_pipeline(settings, publish=True, log_predictions=True)
+        pipe = factories.in_process_pipeline(settings, publish=True, log_predictions=True)
         import pandas as pd
 
         now = pd.Timestamp.now(tz="UTC").floor("min")

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from common.errors import InsufficientDataError, MissingCrossAssetError, MLSignalsError
 from features.candles import resample
 from features.indicators import INDICATORS, Ctx
 from features.spec import FEATURE_NAMES, FEATURES, SPEC_HASH, live_window
-from mlsignals.errors import InsufficientDataError, MissingCrossAssetError, MLSignalsError
 
 _QUOTES = ("USDT", "USDC", "USD", "BUSD", "FDUSD", "PERP", "")
 

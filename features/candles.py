@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlsignals.errors import CandleValidationError, MLSignalsError
+from common.errors import CandleValidationError, MLSignalsError
 
 CANDLE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 _SYMBOL_RE = re.compile(r"^([A-Za-z0-9]+)")

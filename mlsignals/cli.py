@@ -10,7 +10,7 @@ import sys
 import typer
 from sqlalchemy.exc import SQLAlchemyError
 
-from mlsignals.errors import MLSignalsError
+from common.errors import MLSignalsError
 
 app = typer.Typer(
     name="mlsignals",

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from common.errors import MLSignalsError
 from features.calculator import RealTimeIndicatorCalculator, is_btc
 from features.candles import GapPolicy, fill_gaps, is_stale, validate_candles
 from features.sources.base import MarketDataSource, last_closed_minute
-from mlsignals.errors import MLSignalsError
 from model.contract import ModelOutput, TargetSpec
+from model.feature_stats import FeatureStats
 from signals.config import SignalConfig
-from signals.ood import FeatureStats
 from signals.prediction_log import PredictionLog, summarize_features
 from signals.processor import MLSignalProcessor
 from signals.publisher import SignalPublisher

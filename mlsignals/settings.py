@@ -22,7 +22,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from mlsignals.errors import ConfigError
+from common.errors import ConfigError
 from signals.config import DeliveryConfig, SignalConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

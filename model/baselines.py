@@ -20,7 +20,7 @@ import lightgbm as lgb
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from mlsignals.errors import ArtifactError
+from common.errors import ArtifactError
 from model.metrics import Forecast
 from model.targets import FLAT, LONG, SHORT, LabelledTargets
 

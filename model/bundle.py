@@ -24,7 +24,7 @@ from typing import Any
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mlsignals.errors import ArtifactError
+from common.errors import ArtifactError
 from model.config import ModelConfig
 from model.contract import TargetSpec
 from model.patchtst import UnifiedPatchTST

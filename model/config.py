@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from mlsignals.errors import ConfigError
+from common.errors import ConfigError
 
 
 def _from_dict(cls: type, d: dict[str, Any]) -> Any:

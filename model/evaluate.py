@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mlsignals.errors import MissingCrossAssetError, MLSignalsError
+from common.errors import MissingCrossAssetError, MLSignalsError
 from model.baselines import BaselineInputs, Baselines
 from model.bundle import Bundle, load_bundle
 from model.contract import DIRECTION_LOGITS, LONG_HIT_LOGITS, RETURNS, SHORT_HIT_LOGITS, TargetSpec
@@ -106,7 +106,7 @@ def evaluate_pool(
 
 def load_eval_frames(paths: list[Path]) -> dict[str, pd.DataFrame]:
     """Candle files -> validated frames cut to their common minutes; BTC required for others."""
-    from mlsignals.commands.common import load_candle_files
+    from features.candle_files import load_candle_files
 
     frames = load_candle_files(paths)
     if any(s != BTC for s in frames) and BTC not in frames:

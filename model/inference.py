@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlsignals.errors import ConfigError, ModelInputError
+from common.errors import ConfigError, ModelInputError
 from model.bundle import Bundle, load_bundle
 from model.contract import ModelOutput
 

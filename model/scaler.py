@@ -2,7 +2,7 @@
 
 ``FeatureScaler`` is scikit-learn's ``StandardScaler`` fitted on the training split only; only
 its ``mean_`` / ``scale_`` arrays travel in the bundle and ``transform`` is plain numpy, so
-loading never unpickles anything. ``signals.ood.FeatureStats`` (mean, std, 0.1% / 99.9% quantiles
+loading never unpickles anything. ``model.feature_stats.FeatureStats`` (mean, std, 0.1% / 99.9% quantiles
 ``lo`` / ``hi``) feed the signal processor's out-of-distribution gate.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.preprocessing import StandardScaler
 
-from mlsignals.errors import ArtifactError
-from signals.ood import FeatureStats  # the one definition, shared with the OOD gate
+from common.errors import ArtifactError
+from model.feature_stats import FeatureStats  # the one definition, shared with the OOD gate
 
 # Standardized values beyond this are clipped: a new exchange or regime can produce values far
 # outside the training range, and one extreme feature should not saturate every attention head.

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlsignals.errors import MissingCrossAssetError
+from common.errors import MissingCrossAssetError
 from model.targets import minute_grid, raw_targets_all_anchors
 
 log = logging.getLogger(__name__)

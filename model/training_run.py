@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mlsignals.errors import MLSignalsError
+from common.errors import MLSignalsError
 from model.baselines import Baselines
 from model.bundle import save_bundle
 from model.config import ModelConfig, TrainConfig
@@ -29,7 +29,7 @@ SCALER_ROWS = 200_000
 
 
 def load_training_series(cfg: TrainConfig) -> list[Series]:
-    from features.sources.replay import load_candle_dir
+    from features.candle_files import load_candle_dir
 
     series: list[Series] = []
     for d in cfg.train_dirs:

@@ -15,9 +15,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
-from features.sources import build_source
-from mlsignals import services
-from mlsignals.errors import ArtifactError
+from common.errors import ArtifactError
+from mlsignals import factories
+from mlsignals.factories import build_source
 from mlsignals.pipeline import FeatureResult, ModelMeta, SignalSink, read_bundle_targets
 from mlsignals.settings import load_settings, project_path
 from model.contract import ModelOutput
@@ -33,7 +33,7 @@ class FeatureCalculator:
     """Candles from the configured market-data source -> feature windows for many symbols."""
 
     def __init__(self, config_path: str | None = None) -> None:
-        self.stage = services.feature_stage(load_settings(config_path))
+        self.stage = factories.feature_stage(load_settings(config_path))
 
     def compute(
         self, symbols: list[str], end: pd.Timestamp | None = None, candles: dict[str, pd.DataFrame] | None = None
@@ -70,7 +70,7 @@ class MLManager:
         self.last_reload_error: str | None = None
 
     def _load(self, path: Path) -> InferenceEngine:
-        engine = services.inference_engine(self.settings, path)
+        engine = factories.inference_engine(self.settings, path)
         log.info(
             "MLManager loaded %s on %s (compiled=%s, %.1fs compile)",
             engine.model_version, engine.device, engine.compiled, engine.compile_seconds,
@@ -158,9 +158,9 @@ class SignalProcessor:
 
     def __init__(self, config_path: str | None = None) -> None:
         settings = load_settings(config_path)
-        self.redis = services.redis_client(settings)
-        self.outbox, self.relay, publisher = services.delivery(settings, self.redis)
-        self.sink = SignalSink(settings.signals, publisher, services.prediction_log(settings))
+        self.redis = factories.redis_client(settings)
+        self.outbox, self.relay, publisher = factories.delivery(settings, self.redis)
+        self.sink = SignalSink(settings.signals, publisher, factories.prediction_log(settings))
         self.delivery_config = settings.delivery
         self._stop = threading.Event()
         self._relay_thread = threading.Thread(target=self.relay.run_forever, args=(self._stop,), daemon=True,

@@ -15,9 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from features.calculator import is_btc
-from features.candles import CANDLE_COLUMNS, validate_candles
-from mlsignals.errors import (
+from common.errors import (
     CandleValidationError,
     DataSourceError,
     InsufficientDataError,
@@ -25,6 +23,8 @@ from mlsignals.errors import (
     MLSignalsError,
     UnknownSymbolError,
 )
+from features.calculator import is_btc
+from features.candles import CANDLE_COLUMNS, validate_candles
 from mlsignals.pipeline import BTC
 from mlsignals.settings import load_settings
 from serve_app.model_meta import ModelMetaCache

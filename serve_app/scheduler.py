@@ -48,13 +48,13 @@ class SignalScheduler:
         self, features: DeploymentHandle, ml: DeploymentHandle, signals: DeploymentHandle,
         config_path: str | None = None,
     ) -> None:
-        from mlsignals import services
+        from mlsignals import factories
 
         self.features, self.ml, self.signals = features, ml, signals
         self.settings = load_settings(config_path)
         self.symbols = self.settings.symbols
         self.cfg = self.settings.scheduler
-        self.ledger = TickLedger(services.redis_client(self.settings), self.settings.delivery.prefix)
+        self.ledger = TickLedger(factories.redis_client(self.settings), self.settings.delivery.prefix)
         self._meta = ModelMetaCache(ml)
         self._lock = asyncio.Lock()  # one tick at a time: a slow tick delays, never overlaps, the next
         self.last_report: TickReport | None = None

@@ -26,8 +26,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from model.contract import N_CLASSES, N_HORIZONS, ModelOutput, TargetSpec
+from model.feature_stats import FeatureStats
 from signals.config import SignalConfig
-from signals.ood import FeatureStats, check_row
+from signals.ood import check_row
 from signals.schema import Direction, Signal, signal_id
 
 LONG, SHORT, FLAT = 0, 1, 2  # column order of ModelOutput.direction_probs (contract DIRECTIONS)

@@ -54,7 +54,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def schema_engine(request: pytest.FixtureRequest, tmp_path: Path):
     """An engine on SQLite (temp file) or on the real PostgreSQL inside a fresh schema that is
     dropped afterwards (cheaper than a database per test)."""
-    from mlsignals.db import make_engine
+    from common.db import make_engine
 
     if request.param == "sqlite":
         yield make_engine(f"sqlite:///{tmp_path / 'test.db'}")
@@ -83,7 +83,7 @@ def redis_prefix() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def shipped_candles() -> dict[str, pd.DataFrame]:
     """The held-out Bybit period (7 symbols), validated, cut to the common minutes."""
-    from features.sources.replay import load_candle_dir
+    from features.candle_files import load_candle_dir
 
     return load_candle_dir(CANDLE_DIR / "bybit_linear_2025-06")
 

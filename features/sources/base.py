@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
-from mlsignals.errors import InsufficientDataError, UnknownSymbolError
+from common.errors import InsufficientDataError, UnknownSymbolError
 
 
 @runtime_checkable

@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 
+from common.errors import DataSourceError, UnknownSymbolError
 from features.candles import CANDLE_COLUMNS, validate_candles
 from features.sources.base import last_closed_minute
-from mlsignals.errors import DataSourceError, UnknownSymbolError
 
 log = logging.getLogger(__name__)
 _MINUTE = pd.Timedelta(minutes=1)

@@ -12,23 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.candles import read_candles_csv, symbol_from_path, validate_candles
+from common.errors import MLSignalsError
+from features.candle_files import load_candle_dir
 from features.sources.base import FrameSource, last_closed_minute
-from mlsignals.errors import MLSignalsError
 
 _MINUTE_NS = 60 * 10**9
-
-
-def load_candle_dir(directory: Path) -> dict[str, pd.DataFrame]:
-    """Every ``SYMBOL_*.csv[.gz]`` in a directory, validated, cut to the minutes all share
-    (cross-asset features need BTC over the same minutes)."""
-    files = sorted(p for p in Path(directory).glob("*.csv*") if p.is_file())
-    if not files:
-        raise MLSignalsError(f"no candle files (*.csv, *.csv.gz) in {directory}")
-    frames = {symbol_from_path(p): validate_candles(read_candles_csv(p), symbol_from_path(p)) for p in files}
-    start = max(f.index[0] for f in frames.values())
-    stop = min(f.index[-1] for f in frames.values())
-    return {s: f.loc[start:stop] for s, f in frames.items()}
 
 
 class ReplaySource:

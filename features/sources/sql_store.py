@@ -14,9 +14,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel
 
+from common.db import create_tables
+from common.errors import DataSourceError
 from features.candles import CANDLE_COLUMNS, find_gaps
-from mlsignals.db import create_tables
-from mlsignals.errors import DataSourceError
 
 _CHUNK = 5_000
 

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from mlsignals.commands.common import emit_json, load_candle_files, parse_time
+from features.candle_files import load_candle_files
+from mlsignals.commands.common import emit_json, parse_time
 
 
 def backtest_cmd(
@@ -27,10 +28,10 @@ def backtest_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="print the JSON summary")] = False,
 ) -> None:
     """Walk-forward backtest of the model's signals against baselines, after costs."""
-    from mlsignals.errors import ConfigError, MLSignalsError
-    from signals.backtest.report import write_report
-    from signals.backtest.runner import BacktestConfig, run_backtest
-    from signals.backtest.simulate import CostModel
+    from common.errors import ConfigError, MLSignalsError
+    from mlsignals.backtest.report import write_report
+    from mlsignals.backtest.runner import BacktestConfig, run_backtest
+    from mlsignals.backtest.simulate import CostModel
     from signals.config import SignalConfig
 
     try:

@@ -7,16 +7,17 @@ from typing import Annotated
 
 import typer
 
+from features.candle_files import load_candle_files
 from features.candles import find_gaps, read_candles_csv, symbol_from_path, validate_candles
 from features.sources.sql_store import SqlCandleStore, coverage_entry
-from mlsignals.commands.common import emit_json, load_candle_files
+from mlsignals.commands.common import emit_json
 from mlsignals.settings import PROJECT_ROOT, load_settings
 
 data_app = typer.Typer(help="Candle data: import files into the SQL store, report coverage.", no_args_is_help=True)
 
 
 def _store(database_url: str | None, exchange: str | None) -> SqlCandleStore:
-    from mlsignals.db import make_engine
+    from common.db import make_engine
 
     settings = load_settings()
     url = database_url or settings.database_url_value()

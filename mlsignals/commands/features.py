@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from common.errors import MLSignalsError
 from mlsignals.commands.common import candle_source, emit_json, parse_time
-from mlsignals.errors import MLSignalsError
 
 
 def features_cmd(

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from common.errors import MLSignalsError
 from mlsignals.commands.common import candle_source, emit_json, parse_time
-from mlsignals.errors import MLSignalsError
 
 
 def predict_cmd(
@@ -23,7 +23,7 @@ def predict_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="print the signal as JSON")] = False,
 ) -> None:
     """Print the signal for SYMBOL (LONG / SHORT / NEUTRAL with its reasons)."""
-    from mlsignals.services import in_process_pipeline
+    from mlsignals.factories import in_process_pipeline
     from mlsignals.settings import load_settings
 
     symbol = symbol.upper()

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from mlsignals.commands.common import fail, load_candle_files
+from features.candle_files import load_candle_files
+from mlsignals.commands.common import fail
 
 
 def _connections(redis_url: str | None, database_url: str | None):
@@ -56,7 +57,7 @@ def register(app: typer.Typer) -> None:
         """Read signals through a consumer group, acknowledge and print them."""
         import redis
 
-        from mlsignals.db import make_engine
+        from common.db import make_engine
         from signals.consumer import SignalConsumer
         from signals.paper import PaperTracker
         from signals.redis_conn import connect_redis, mask_url

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
+from common.errors import ConfigError
 from mlsignals.commands.common import emit_json
-from mlsignals.errors import ConfigError
 
 
 def _device(name: str) -> str:

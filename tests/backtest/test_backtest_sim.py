@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from signals.backtest.decisions import Decisions, Market
-from signals.backtest.metrics import MINUTES_PER_YEAR, equity_stats, trade_stats
-from signals.backtest.simulate import CostModel, net_return, simulate
+from mlsignals.backtest.decisions import Decisions, Market
+from mlsignals.backtest.metrics import MINUTES_PER_YEAR, equity_stats, trade_stats
+from mlsignals.backtest.simulate import CostModel, net_return, simulate
 from signals.paper import evaluate_signal
 from signals.schema import Direction, Signal
 

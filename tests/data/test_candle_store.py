@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from features.sources.sql_store import SqlCandleStore
-from mlsignals.db import make_engine
+from common.db import make_engine
 
 pytestmark = pytest.mark.services
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.candles import GapPolicy, fill_gaps, find_gaps, resample, validate_candles
-from mlsignals.errors import CandleValidationError
+from common.errors import CandleValidationError
 
 START = pd.Timestamp("2025-01-01 00:00", tz="UTC")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, text
 
-from mlsignals.db import make_engine
+from common.db import make_engine
 from tests.conftest import CANDLE_DIR
 
 pytestmark = pytest.mark.services

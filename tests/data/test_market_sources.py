@@ -10,7 +10,7 @@ import pytest
 from features.sources.base import FrameSource, last_closed_minute
 from features.sources.ccxt_source import CcxtSource, ccxt_symbol
 from features.sources.replay import ReplaySource
-from mlsignals.errors import DataSourceError, UnknownSymbolError
+from common.errors import DataSourceError, UnknownSymbolError
 
 
 def test_last_closed_minute():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlsignals.errors import ConfigError
+from common.errors import ConfigError
 from mlsignals.settings import load_settings
 
 

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common.db import make_engine
 from features.sources.base import FrameSource
-from mlsignals import services
-from mlsignals.db import make_engine
+from mlsignals import factories
 from mlsignals.pipeline import SignalPipeline, SignalSink
 from mlsignals.settings import load_settings
 from signals.config import DeliveryConfig
@@ -45,7 +45,7 @@ def parts(shipped_candles, tmp_path_factory):
     s = load_settings(model={"path": str(bundle), "compile": False}, database_url=f"sqlite:///{tmp / 'x.db'}",
                       redis_url=REDIS_TEST_URL)
     base = {sym: shipped_candles[sym].iloc[5000 : 5000 + ROWS] for sym in (TARGET, OTHER)}
-    return {"settings": s, "bundle": Path(bundle), "engine": services.inference_engine(s), "base": base}
+    return {"settings": s, "bundle": Path(bundle), "engine": factories.inference_engine(s), "base": base}
 
 
 def corrupt(df: pd.DataFrame, kind: str, pos: int, col: str, magnitude: float) -> pd.DataFrame:
@@ -112,7 +112,7 @@ def test_corrupted_candles_give_neutral_with_reason_never_an_exception(parts, ca
     redis_client = connect_redis(REDIS_TEST_URL)
     relay = OutboxRelay(outbox, redis_client, DeliveryConfig(prefix="unused"))
     sink = SignalSink(s.signals, SignalPublisher(outbox, relay))
-    pipe = SignalPipeline(services.feature_stage(s, FrameSource(frames)), parts["engine"], sink)
+    pipe = SignalPipeline(factories.feature_stage(s, FrameSource(frames)), parts["engine"], sink)
     end = parts["base"][OTHER].index[-1]
     symbols = [TARGET, OTHER]
 
@@ -148,7 +148,7 @@ def _assert_well_formed(sig: Signal) -> None:
 def test_valid_frame_is_not_rejected(parts):
     """The control: the same real candles uncorrupted give both symbols a prediction."""
     s = parts["settings"]
-    pipe = SignalPipeline(services.feature_stage(s, FrameSource(parts["base"])), parts["engine"],
+    pipe = SignalPipeline(factories.feature_stage(s, FrameSource(parts["base"])), parts["engine"],
                           SignalSink(s.signals))
     out = pipe.run_detailed([TARGET, OTHER], end=parts["base"][OTHER].index[-1])
     assert all(fr.error is None and fr.window is not None for fr, _ in out), [fr.error for fr, _ in out]

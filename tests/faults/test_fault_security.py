@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlsignals.errors import ArtifactError
+from common.errors import ArtifactError
 from model.bundle import load_bundle, write_manifest
 from tests.bundles import make_test_bundle
 from tests.conftest import PROJECT_ROOT

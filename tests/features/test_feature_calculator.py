@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from common.errors import MissingCrossAssetError
 from features import spec
 from features.calculator import (
     RealTimeIndicatorCalculator,
@@ -22,7 +23,6 @@ from features.calculator import (
     compute_features_all_anchors,
 )
 from features.candles import read_candles_csv, resample, validate_candles
-from mlsignals.errors import MissingCrossAssetError
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "candles" / "binance_spot_2025-01"
 # Relative 1e-6; the absolute floor only matters for values crossing zero (e.g. a MACD histogram).

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlsignals.errors import ArtifactError
+from common.errors import ArtifactError
 from model.bundle import load_bundle, save_bundle
 from model.config import ModelConfig
 from model.contract import TargetSpec

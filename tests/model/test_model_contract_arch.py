@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlsignals.errors import ConfigError
+from common.errors import ConfigError
 from model.config import ModelConfig
 from model.contract import RAW_SIZE, ModelOutput
 from model.patchtst import UnifiedPatchTST

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlsignals.errors import ConfigError, ModelInputError
+from common.errors import ConfigError, ModelInputError
 from model.bundle import save_bundle
 from model.config import ModelConfig
 from model.contract import TargetSpec

@@ -19,7 +19,7 @@ CONTEXT, BAR = 24, 15
 
 @pytest.mark.slow
 def test_training_window_matches_live_features() -> None:
-    from features.sources.replay import load_candle_dir
+    from features.candle_files import load_candle_dir
 
     frames = {s: f.iloc[:10_600] for s, f in load_candle_dir(ROOT).items() if s in ("BTCUSDT", "SOLUSDT")}
     series = build_series(frames, "parity", BAR, (1, 2, 3, 4), cache=False)

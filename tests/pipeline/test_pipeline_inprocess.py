@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from features.sources.base import FrameSource
-from mlsignals import services
+from mlsignals import factories
 from mlsignals.settings import load_settings
 from signals.schema import Direction
 from tests.bundles import make_test_bundle
@@ -35,7 +35,7 @@ def test_every_symbol_gets_a_signal_and_bad_ones_say_why(shipped_candles, bundle
     frames = {s: df.iloc[:3000] for s, df in shipped_candles.items()}
     frames["DOTUSDT"] = frames["DOTUSDT"].iloc[:100]  # too short
     settings = _settings(tmp_path, bundle)
-    pipe = services.in_process_pipeline(settings, FrameSource(frames))
+    pipe = factories.in_process_pipeline(settings, FrameSource(frames))
     end = frames["BTCUSDT"].index[-1]
     signals = pipe.run(["BTCUSDT", "ETHUSDT", "DOTUSDT"], end=end)
     assert [s.symbol for s in signals] == ["BTCUSDT", "ETHUSDT", "DOTUSDT"]
@@ -49,7 +49,7 @@ def test_every_symbol_gets_a_signal_and_bad_ones_say_why(shipped_candles, bundle
 def test_publish_and_log_roundtrip(shipped_candles, bundle, tmp_path, redis_prefix):
     frames = {s: df.iloc[:3000] for s, df in shipped_candles.items()}
     settings = _settings(tmp_path, bundle, prefix=redis_prefix.rstrip(":"))
-    pipe = services.in_process_pipeline(settings, FrameSource(frames), publish=True, log_predictions=True)
+    pipe = factories.in_process_pipeline(settings, FrameSource(frames), publish=True, log_predictions=True)
     end = frames["BTCUSDT"].index[-1]
     first = pipe.run(["BTCUSDT", "SOLUSDT"], end=end, publish=True)
     again = pipe.run(["BTCUSDT", "SOLUSDT"], end=end, publish=True)  # same minute: idempotent
@@ -65,7 +65,7 @@ def test_publish_and_log_roundtrip(shipped_candles, bundle, tmp_path, redis_pref
 
 def test_stale_live_source_is_neutral(shipped_candles, bundle, tmp_path):
     frames = {s: df.iloc[:3000] for s, df in shipped_candles.items()}
-    pipe = services.in_process_pipeline(_settings(tmp_path, bundle), FrameSource(frames))
+    pipe = factories.in_process_pipeline(_settings(tmp_path, bundle), FrameSource(frames))
     # "now" is long after the recorded candles: a live run must not trade on them
     sig = pipe.run(["ETHUSDT"], now=pd.Timestamp("2030-01-01", tz="UTC"))[0]
     assert sig.direction is Direction.NEUTRAL and "stale" in sig.reasons[0]
@@ -73,7 +73,7 @@ def test_stale_live_source_is_neutral(shipped_candles, bundle, tmp_path):
 
 def test_source_features_of_a_closed_minute_are_reused(shipped_candles, bundle, tmp_path):
     frames = {s: df.iloc[:3000] for s, df in shipped_candles.items()}
-    stage = services.feature_stage(_settings(tmp_path, bundle), FrameSource(frames))
+    stage = factories.feature_stage(_settings(tmp_path, bundle), FrameSource(frames))
     end = frames["BTCUSDT"].index[-1]
     first = stage.compute(["ETHUSDT"], end=end)["ETHUSDT"]
     again = stage.compute(["ETHUSDT", "SOLUSDT"], end=end)

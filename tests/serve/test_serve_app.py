@@ -13,7 +13,7 @@ import redis
 import yaml
 from sqlalchemy import text
 
-from mlsignals.db import make_engine
+from common.db import make_engine
 from tests.bundles import make_test_bundle
 from tests.conftest import CANDLE_DIR, REDIS_TEST_URL, free_port
 

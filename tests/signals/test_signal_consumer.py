@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from common.db import make_engine
 from mlsignals.cli import main
-from mlsignals.db import make_engine
 from signals.config import DeliveryConfig
 from signals.outbox import Outbox
 from signals.paper import PaperOutcome, evaluate_signal

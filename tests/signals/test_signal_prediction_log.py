@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlsignals.db import make_engine
+from common.db import make_engine
 from model.contract import RAW_SIZE, ModelOutput, TargetSpec
 from signals.config import SignalConfig
 from signals.prediction_log import PredictionLog, summarize_features

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from model.contract import RAW_SIZE, ModelOutput, TargetSpec
+from model.feature_stats import FeatureStats
 from signals.config import DeliveryConfig, SignalConfig
-from signals.ood import FeatureStats, check_row
+from signals.ood import check_row
 from signals.processor import MLSignalProcessor, horizon_label
 from signals.schema import Direction
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from mlsignals.db import make_engine
+from common.db import make_engine
 from signals.config import DeliveryConfig
 from signals.consumer import SignalConsumer
 from signals.outbox import Outbox

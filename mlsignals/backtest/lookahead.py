@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from features.sources.base import FrameSource
+from mlsignals.backtest.decisions import ONE_MIN, Decisions, Market, decisions_from_signals
 from mlsignals.pipeline import FeatureStage, SignalPipeline
-from signals.backtest.decisions import ONE_MIN, Decisions, Market, decisions_from_signals
 
 
 @dataclass

@@ -8,11 +8,10 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from common.db import make_engine
 from features.calculator import RealTimeIndicatorCalculator
 from features.candles import GapPolicy
-from features.sources import build_source
 from features.sources.base import MarketDataSource
-from mlsignals.db import make_engine
 from mlsignals.pipeline import FeatureStage, SignalPipeline, SignalSink, read_bundle_targets
 from mlsignals.settings import Settings
 from signals.outbox import Outbox
@@ -21,6 +20,25 @@ from signals.publisher import OutboxRelay, SignalPublisher
 from signals.redis_conn import connect_redis, mask_url
 
 log = logging.getLogger(__name__)
+
+
+def build_source(settings: Settings) -> MarketDataSource:
+    """The configured source: replay (embedded default), SQL store or live ccxt."""
+    kind = settings.data.source
+    if kind == "replay":
+        from features.sources.replay import ReplaySource
+
+        return ReplaySource.from_dir(settings.replay_path, history=settings.data.replay_history)
+    if kind == "sql":
+        from features.sources.sql_store import SqlCandleStore
+
+        return SqlCandleStore(make_engine(settings.database_url_value()), exchange=settings.data.exchange)
+    from features.sources.ccxt_source import CcxtSource, make_exchange
+
+    c = settings.data.ccxt
+    return CcxtSource(
+        make_exchange(c.exchange, c.timeout_ms), settings.symbols, c.market_type, c.max_retries, c.backoff_s
+    )
 
 
 def feature_stage(settings: Settings, source: MarketDataSource | None = None, model_path: Path | None = None,

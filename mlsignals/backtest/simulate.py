@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from signals.backtest.decisions import Decisions, Market
+from mlsignals.backtest.decisions import Decisions, Market
 
 
 @dataclass(frozen=True)

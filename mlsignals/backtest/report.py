@@ -15,8 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mlsignals.jsonsafe import json_safe  # noqa: E402
-from signals.backtest.metrics import drawdown  # noqa: E402
+from common.jsonsafe import json_safe  # noqa: E402
+from mlsignals.backtest.metrics import drawdown  # noqa: E402
 
 COLUMNS = ("trades", "hit_rate", "avg_win", "avg_loss", "profit_factor", "mean_trade", "t_stat", "net_return",
            "max_drawdown", "sharpe", "sortino", "exposure")

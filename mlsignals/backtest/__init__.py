@@ -1,4 +1,4 @@
-"""Walk-forward backtest of the whole signal pipeline (see signals/backtest/runner.py).
+"""Walk-forward backtest of the whole signal pipeline (see mlsignals/backtest/runner.py).
 
 decisions: replay minute by minute through the live stages (features -> InferenceEngine ->
 SignalSink/MLSignalProcessor); simulate: one position per symbol, fills, TP/SL/expiry, costs;

@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 
 from features.spec import FEATURE_NAMES
+from mlsignals.backtest.decisions import Decisions, Market
+from mlsignals.backtest.simulate import CostModel, simulate
 from mlsignals.pipeline import ATR_FEATURE
 from model.contract import TargetSpec
-from signals.backtest.decisions import Decisions, Market
-from signals.backtest.simulate import CostModel, simulate
 from signals.config import SignalConfig
 
 log = logging.getLogger(__name__)

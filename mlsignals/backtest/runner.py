@@ -1,5 +1,5 @@
 """``run_backtest``: candles + bundle -> decisions, trades, metrics of the model and baselines,
-and the look-ahead check (the report is written by ``signals.backtest.report``)."""
+and the look-ahead check (the report is written by ``mlsignals.backtest.report``)."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.errors import MLSignalsError
 from features.calculator import find_btc
+from features.candle_files import common_minutes, load_candle_files, require_btc
 from features.candles import GapPolicy, fill_gaps
-from mlsignals.errors import MissingCrossAssetError, MLSignalsError
-from signals.backtest import baselines as bl
-from signals.backtest.decisions import Decisions, Market, PrecomputedFeatures, replay
-from signals.backtest.lookahead import LookaheadReport, check_decisions, sample_positions
-from signals.backtest.metrics import calibration, summarize
-from signals.backtest.simulate import CostModel, SimResult, simulate
+from mlsignals.backtest import baselines as bl
+from mlsignals.backtest.decisions import Decisions, Market, PrecomputedFeatures, replay
+from mlsignals.backtest.lookahead import LookaheadReport, check_decisions, sample_positions
+from mlsignals.backtest.metrics import calibration, summarize
+from mlsignals.backtest.simulate import CostModel, SimResult, simulate
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,8 @@ class BacktestResult:
 
 def prepare_frames(frames: dict[str, pd.DataFrame], policy: GapPolicy) -> dict[str, pd.DataFrame]:
     """Cut to the common minutes and fill short gaps once (what the live stage does per window)."""
-    if find_btc(list(frames)) is None and frames:
-        raise MissingCrossAssetError("cross-asset features need BTC candles; add BTC's file to --candles")
-    start = max(f.index[0] for f in frames.values())
-    stop = min(f.index[-1] for f in frames.values())
-    if start >= stop:
-        raise MLSignalsError("the candle files share no common minutes")
-    return {s: fill_gaps(f.loc[start:stop], policy)[0] for s, f in frames.items()}
+    require_btc(frames)
+    return {s: fill_gaps(f, policy)[0] for s, f in common_minutes(frames).items()}
 
 
 def _features(frames: dict[str, pd.DataFrame], market: Market, bar_minutes: int) -> dict[str, np.ndarray]:
@@ -98,7 +94,7 @@ def run_backtest(frames: dict[str, pd.DataFrame], cfg: BacktestConfig) -> Backte
     import torch
 
     from features.sources.base import FrameSource
-    from mlsignals.services import in_process_pipeline
+    from mlsignals.factories import in_process_pipeline
     from mlsignals.settings import load_settings
 
     torch.set_num_threads(max(1, cfg.torch_threads))
@@ -183,7 +179,6 @@ def _baselines(cfg, market, feats, positions, config, engine, meta: dict) -> dic
 def _validation_market(bundle_dir: Path, engine):
     """The bundle's validation period (train info: data dirs + val_start) as a Market, features
     and decision positions (every 5th minute: threshold choice needs counts, not every minute)."""
-    from mlsignals.commands.common import load_candle_files
     from mlsignals.settings import project_path
 
     info = json.loads((bundle_dir / "config.json").read_text()).get("train", {}).get("data", {})
