@@ -46,6 +46,10 @@ class ModelConfig:
     ff_mult: int = 2
     dropout: float = 0.1
     revin: bool = True
+    # direction-blind volatility base (see model/patchtst.py): column indices of its inputs in
+    # the feature row (empty = no base, the network alone) and its hidden width
+    base_inputs: tuple[int, ...] = ()
+    base_hidden: int = 32
 
     def __post_init__(self) -> None:
         if self.n_features < 1:
@@ -63,7 +67,9 @@ class ModelConfig:
         return (self.context_length - self.patch_len) // self.stride + 1
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["base_inputs"] = list(self.base_inputs)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
@@ -86,6 +92,9 @@ class TrainConfig:
         "data/candles/binance_spot_2024-10",
         "data/candles/binance_spot_2025-01",
     )
+    # calendar windows [start, end] (ISO, UTC) held out of training and validation, e.g. the
+    # project's test period; purged and embargoed like a CV fold
+    test_windows: tuple[tuple[str, str], ...] = ()
     bar_minutes: int = 15
     horizons: tuple[int, int, int, int] = (1, 4, 16, 48)
     # FLAT band: this quantile of |return| on the training split (1/3 -> roughly balanced classes)
@@ -117,6 +126,10 @@ class TrainConfig:
     # CPU threads for torch. 1 by default: on a shared 2-core machine two OpenMP threads that
     # meet another busy process slow down ~10x (spin-waiting), one thread degrades gracefully.
     torch_threads: int = 1
+    # steps of the direction-blind base fit (full-batch-ish Adam on the last feature row only)
+    base_steps: int = 300
+    # validation rows for the post-hoc calibration (model.calibration)
+    calibration_samples: int = 40_000
     model: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides (not n_features)
 
     def __post_init__(self) -> None:
@@ -127,7 +140,9 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+        d["test_windows"] = [list(w) for w in self.test_windows]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:

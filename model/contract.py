@@ -97,14 +97,40 @@ class TargetSpec:
         )
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
+def softmax(x: np.ndarray) -> np.ndarray:
     z = x - x.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # = 1 / (1 + e^-x), without overflow warnings
+
+
+@dataclass(frozen=True)
+class RawOutputs:
+    """The contract of N rows, vectorised: returns [N, 4]; direction_probs [N, 4, 3] (DIRECTIONS
+    order); long_hit, short_hit [N, 4]; risk [N, 4]. The one reader of the raw layout."""
+
+    returns: np.ndarray
+    direction_probs: np.ndarray
+    long_hit: np.ndarray
+    short_hit: np.ndarray
+    risk: np.ndarray
+
+    @classmethod
+    def read(cls, raw: np.ndarray) -> RawOutputs:
+        raw = np.asarray(raw, dtype=np.float64)
+        if raw.ndim != 2 or raw.shape[1] != RAW_SIZE:
+            raise ValueError(f"raw model output must be [N, {RAW_SIZE}], got {list(raw.shape)}")
+        return cls(
+            returns=raw[:, RETURNS].copy(),
+            direction_probs=softmax(raw[:, DIRECTION_LOGITS].reshape(-1, N_HORIZONS, N_CLASSES)),
+            long_hit=sigmoid(raw[:, LONG_HIT_LOGITS]),
+            short_hit=sigmoid(raw[:, SHORT_HIT_LOGITS]),
+            # the risk head is trained on non-negative excursions; clip guards the interpretation
+            risk=np.clip(raw[:, RISK], 0.0, None),
+        )
 
 
 @dataclass(frozen=True)
@@ -128,15 +154,8 @@ class ModelOutput:
         raw = np.asarray(raw, dtype=np.float64).reshape(-1)
         if raw.shape[0] != RAW_SIZE:
             raise ValueError(f"raw model output must have {RAW_SIZE} values, got {raw.shape[0]}")
-        return cls(
-            returns=raw[RETURNS].copy(),
-            direction_probs=_softmax(raw[DIRECTION_LOGITS].reshape(N_HORIZONS, N_CLASSES)),
-            long_hit=_sigmoid(raw[LONG_HIT_LOGITS]),
-            short_hit=_sigmoid(raw[SHORT_HIT_LOGITS]),
-            # The risk head is trained on non-negative excursions; clip guards the interpretation.
-            risk=np.clip(raw[RISK], 0.0, None),
-            raw=raw,
-        )
+        r = RawOutputs.read(raw[None, :])
+        return cls(r.returns[0], r.direction_probs[0], r.long_hit[0], r.short_hit[0], r.risk[0], raw=raw)
 
     def is_finite(self) -> bool:
         return bool(np.isfinite(self.raw).all())

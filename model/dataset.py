@@ -7,7 +7,7 @@ A sample is a global row position g; its model input is ``x[g - N*(C-1) .. g : N
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -22,12 +22,13 @@ from model.targets import LabelledTargets, label_targets
 class AnchorPool:
     """Flat arrays over all series.
 
-    x [R, F] float32 scaled features (NaN replaced by 0 - only rows inside valid windows are
-    ever read); unscaled_t: view of the unscaled features for baselines; raw [R] targets frame;
-    vol [R, k]; times [R] anchor minutes; series_id [R]; valid: global positions of usable anchors.
+    unscaled [R, F] float32 features (NaN in warm-up / gaps; only rows inside valid windows are
+    ever read); the model reads them scaled by ``apply_scaler``'s scaler at gather time (one
+    copy in memory, not two); raw [R] targets frame; vol [R, k]; times [R] anchor times;
+    series_id [R]; steps [R] grid rows per bar of the row's series; valid: global positions of
+    usable anchors.
     """
 
-    x: np.ndarray
     unscaled: np.ndarray
     raw: pd.DataFrame
     vol: pd.DataFrame
@@ -36,38 +37,44 @@ class AnchorPool:
     symbols: list[str]
     valid: np.ndarray
     context: int
-    step: int
+    steps: np.ndarray
+    periods: list[str] = field(default_factory=list)
+    scaler: FeatureScaler | None = None
 
     @classmethod
     def build(cls, series: list[Series], context: int, bar_minutes: int) -> AnchorPool:
         offsets = np.cumsum([0] + [len(s.index) for s in series])
         valid = np.concatenate(
             [s.valid_anchors(context, bar_minutes) + o for s, o in zip(series, offsets, strict=False)]
-        )
-        unscaled = np.concatenate([s.features for s in series]).astype(np.float32, copy=False)
+        ).astype(np.int64)
+        lengths = [len(s.index) for s in series]
         return cls(
-            x=unscaled,  # scaled in place by ``apply_scaler``
-            unscaled=unscaled,
+            unscaled=np.concatenate([s.features for s in series]).astype(np.float32, copy=False),
             raw=pd.concat([s.raw_targets.reset_index(drop=True) for s in series], ignore_index=True),
             vol=pd.concat([s.vol.reset_index(drop=True) for s in series], ignore_index=True),
-            times=pd.DatetimeIndex(np.concatenate([s.index.asi8 for s in series])).tz_localize("UTC"),
-            series_id=np.repeat(np.arange(len(series)), [len(s.index) for s in series]),
+            times=pd.DatetimeIndex(np.concatenate([s.index.as_unit("ns").asi8 for s in series])).tz_localize("UTC"),
+            series_id=np.repeat(np.arange(len(series)), lengths),
             symbols=[s.symbol for s in series],
             valid=valid,
             context=context,
-            step=bar_minutes,
+            steps=np.repeat([s.rows_per_bar(bar_minutes) for s in series], lengths).astype(np.int64),
+            periods=[s.period for s in series],
         )
 
     def apply_scaler(self, scaler: FeatureScaler) -> None:
-        """Keep the unscaled copy for the baselines; the model reads the scaled one."""
-        self.unscaled = self.unscaled.copy()
-        x = scaler.transform(self.x)
-        self.x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+        """Windows are scaled with ``scaler`` from now on (the unscaled rows stay for baselines)."""
+        self.scaler = scaler
+
+    def scaled(self, positions: np.ndarray) -> np.ndarray:
+        x = self.unscaled[positions]
+        if self.scaler is not None:
+            x = self.scaler.transform(x)
+        return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
 
     def windows(self, rows: np.ndarray) -> np.ndarray:
-        """rows [B] global positions -> [B, C, F] float32 (oldest bar first)."""
-        offs = self.step * np.arange(self.context - 1, -1, -1)
-        return self.x[rows[:, None] - offs[None, :]]
+        """rows [B] global positions -> [B, C, F] float32 scaled (oldest bar first)."""
+        offs = self.steps[rows][:, None] * np.arange(self.context - 1, -1, -1)[None, :]
+        return self.scaled(rows[:, None] - offs)
 
     def labels(self, rows: np.ndarray, spec: TargetSpec) -> LabelledTargets:
         return label_targets(self.raw.iloc[rows], spec)
@@ -108,3 +115,75 @@ def walk_forward_split(
         "val_anchors": int(val.size),
     }
     return train, val, info
+
+
+@dataclass(frozen=True)
+class Window:
+    """A calendar interval [start, end] (UTC) held out of training, e.g. a test period."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+
+    def to_dict(self) -> dict:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat()}
+
+
+def rows_clear_of(times: pd.DatetimeIndex, windows: list[Window], gap_minutes: int) -> np.ndarray:
+    """Mask of rows at least ``gap_minutes`` away from every window.
+
+    With gap = longest horizon + embargo, a training anchor before a window has its whole target
+    (t, t + horizon] end an embargo before the window starts, and one after it starts an embargo
+    plus a horizon after the window's last target ends. Calendar time, not per series: BTC on two
+    venues in the same minute is the same market.
+    """
+    ok = np.ones(len(times), dtype=bool)
+    gap = pd.Timedelta(minutes=gap_minutes)
+    for w in windows:
+        ok &= (times < w.start - gap) | (times > w.end + gap)
+    return ok
+
+
+def calendar_split(
+    pool: AnchorPool, test: list[Window], val_fraction: float, horizon_minutes: int, embargo_minutes: int
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Training and validation anchors with ``test`` windows held out.
+
+    Validation is the last ``val_fraction`` of the calendar time that remains (after purging
+    the test windows); training is the rest, purged and embargoed from both validation and test
+    (gap = longest horizon + embargo; embargo 0 means the longest horizon).
+    """
+    embargo = embargo_minutes or horizon_minutes
+    gap = horizon_minutes + embargo
+    rows = pool.valid[rows_clear_of(pool.times[pool.valid], test, gap)]
+    if rows.size == 0:
+        raise ValueError("no anchors left outside the test windows")
+    t = pool.times[rows]
+    # the validation boundary: a quantile of the remaining anchors' times, so validation holds
+    # about ``val_fraction`` of the rows whatever the gaps in the calendar
+    split = pd.Timestamp(np.quantile(t.asi8, 1 - val_fraction), tz="UTC").floor("min")
+    val = rows[t >= split]
+    train = rows[rows_clear_of(t, [Window(split, t.max())], gap) & (t < split)]
+    info = {
+        "train_start": pool.times[train].min().isoformat() if train.size else None,
+        "train_end": pool.times[train].max().isoformat() if train.size else None,
+        "val_start": split.isoformat(),
+        "val_end": t.max().isoformat(),
+        "test_windows": [w.to_dict() for w in test],
+        "purge_minutes": horizon_minutes,
+        "embargo_minutes": embargo,
+        "train_anchors": int(train.size),
+        "val_anchors": int(val.size),
+    }
+    return train, val, info
+
+
+def calendar_folds(pool: AnchorPool, k: int) -> list[Window]:
+    """``k`` contiguous calendar blocks holding about equal numbers of valid anchors."""
+    t = np.sort(pool.times[pool.valid].asi8)
+    edges = np.quantile(t, np.linspace(0, 1, k + 1))
+    folds = []
+    for i in range(k):
+        lo = pd.Timestamp(int(edges[i]), tz="UTC")
+        hi = pd.Timestamp(int(edges[i + 1]), tz="UTC")
+        folds.append(Window(lo, hi if i == k - 1 else hi - pd.Timedelta(minutes=1)))
+    return folds

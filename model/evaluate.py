@@ -17,14 +17,15 @@ import pandas as pd
 import torch
 
 from common.errors import MissingCrossAssetError, MLSignalsError
+from features.calculator import find_btc
 from model.baselines import BaselineInputs, Baselines
 from model.bundle import Bundle, load_bundle
-from model.contract import DIRECTION_LOGITS, LONG_HIT_LOGITS, RETURNS, SHORT_HIT_LOGITS, TargetSpec
+from model.contract import RawOutputs, TargetSpec
 from model.dataset import AnchorPool
 from model.metrics import Forecast, score_all
 from model.patchtst import UnifiedPatchTST
 from model.scaler import FeatureScaler
-from model.series import BTC, build_series
+from model.series import build_series
 from model.targets import LabelledTargets
 from model.train import predict_raw
 
@@ -32,18 +33,9 @@ log = logging.getLogger(__name__)
 
 
 def forecast_from_raw(raw: np.ndarray) -> Forecast:
-    """raw [N, 28] -> Forecast (softmax directions, sigmoid hits, returns as the IC score)."""
-    logits = raw[:, DIRECTION_LOGITS].reshape(-1, 4, 3).astype(np.float64)
-    logits -= logits.max(axis=-1, keepdims=True)
-    p = np.exp(logits)
-    p /= p.sum(axis=-1, keepdims=True)
-    sig = lambda z: 1.0 / (1.0 + np.exp(-z.astype(np.float64)))  # noqa: E731
-    return Forecast(
-        p,
-        returns=raw[:, RETURNS].astype(np.float64),
-        long_hit=sig(raw[:, LONG_HIT_LOGITS]),
-        short_hit=sig(raw[:, SHORT_HIT_LOGITS]),
-    )
+    """raw [N, 28] -> Forecast (the contract's reader; returns as the IC score)."""
+    r = RawOutputs.read(raw)
+    return Forecast(r.direction_probs, returns=r.returns, long_hit=r.long_hit, short_hit=r.short_hit, risk=r.risk)
 
 
 def baseline_inputs(pool: AnchorPool, rows: np.ndarray, scaler: FeatureScaler) -> BaselineInputs:
@@ -109,9 +101,9 @@ def load_eval_frames(paths: list[Path]) -> dict[str, pd.DataFrame]:
     from features.candle_files import load_candle_files
 
     frames = load_candle_files(paths)
-    if any(s != BTC for s in frames) and BTC not in frames:
+    if find_btc(list(frames)) is None:
         raise MissingCrossAssetError(
-            f"cross-asset features need {BTC} candles over the same minutes; add its file to --candles"
+            "cross-asset features need BTC candles over the same minutes; add its file to --candles"
         )
     start = max(f.index[0] for f in frames.values())
     stop = min(f.index[-1] for f in frames.values())

@@ -24,6 +24,7 @@ class Forecast:
     returns: np.ndarray | None = None  # [N, 4] any monotone score of the expected return
     long_hit: np.ndarray | None = None  # [N, 4]
     short_hit: np.ndarray | None = None  # [N, 4]
+    risk: np.ndarray | None = None  # [N, 4] drawdown/rally forecasts (contract order)
 
 
 def log_loss(p: np.ndarray, y: np.ndarray) -> float:
@@ -47,6 +48,19 @@ def ece(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
         if m.any():
             total += m.mean() * abs(conf[m].mean() - correct[m].mean())
     return float(total)
+
+
+def binary_log_loss(p: np.ndarray, y: np.ndarray) -> float:
+    p = np.clip(p, EPS, 1 - EPS)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def binary_ece(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """Calibration error of a probability of a binary event (equal-width bins)."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    return float(sum((which == b).mean() * abs(p[which == b].mean() - y[which == b].mean())
+                     for b in range(bins) if (which == b).any()))
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
@@ -86,6 +100,11 @@ def horizon_scores(f: Forecast, t: LabelledTargets, i: int) -> dict[str, float |
         "ic": information_coefficient(f.returns[:, i], t.returns[:, i]) if f.returns is not None else None,
         "long_hit_auc": _auc(t.long_hit[:, i].astype(int), f.long_hit[:, i]) if f.long_hit is not None else None,
         "short_hit_auc": _auc(t.short_hit[:, i].astype(int), f.short_hit[:, i]) if f.short_hit is not None else None,
+        "long_hit_log_loss": binary_log_loss(f.long_hit[:, i], t.long_hit[:, i]) if f.long_hit is not None else None,
+        "short_hit_log_loss": binary_log_loss(f.short_hit[:, i], t.short_hit[:, i])
+        if f.short_hit is not None
+        else None,
+        "long_hit_ece": binary_ece(f.long_hit[:, i], t.long_hit[:, i]) if f.long_hit is not None else None,
     }
     return out
 

@@ -13,6 +13,15 @@ Shapes (B = batch, L = context bars, F = features, P = patches, D = d_model):
       -> pool: [statistics token output, mean of patch tokens] -> [B, 2D]
       -> multi-task heads -> raw [B, 28]
 
+Every head is a residual on a direction-blind volatility base (``VolatilityBase``): a small MLP
+of the last bar's volatility/activity/time features that gives the move-vs-FLAT logit, level-hit
+logits and risk, with constant LONG/SHORT offsets (so it knows nothing of direction). The
+network's heads start at zero, so an untrained network *is* the base, and training moves away
+from it only as far as validation allows. Two calibration buffers finish each output
+(fitted on validation after training, see ``model.calibration``): ``residual_weight`` shrinks
+the network's contribution and ``inv_temperature`` scales the logits (temperature scaling).
+Serving, evaluation and the backtest all call this one forward, so all see calibrated numbers.
+
 Returns and risks are predicted in units of their training-split standard deviation and scaled
 back by the ``return_scale`` / ``risk_scale`` buffers (saved with the weights), so the raw
 tensor carries fractions as the contract says.
@@ -24,7 +33,41 @@ import torch
 from torch import nn
 
 from model.config import ModelConfig
-from model.contract import N_CLASSES, N_HORIZONS
+from model.contract import DIRECTION_LOGITS, N_CLASSES, N_HORIZONS, RAW_SIZE, RETURNS, RISK
+
+
+class VolatilityBase(nn.Module):
+    """Direction-blind forecast from the last bar's volatility features: pre-activations [B, 28].
+
+    Direction logits per horizon are (m + c_LONG, m + c_SHORT, 0): ``m`` (how likely a move
+    beyond the FLAT band is) depends on the inputs, the LONG/SHORT split only on constants.
+    Returns are a constant per horizon; level hits and risk depend on the inputs.
+    """
+
+    def __init__(self, inputs: tuple[int, ...], hidden: int) -> None:
+        super().__init__()
+        self.register_buffer("inputs", torch.tensor(list(inputs), dtype=torch.long))
+        self.mlp = nn.Sequential(nn.Linear(len(inputs), hidden), nn.GELU(), nn.Linear(hidden, 16))
+        self.ret = nn.Parameter(torch.zeros(N_HORIZONS))
+        self.side = nn.Parameter(torch.zeros(N_HORIZONS, 2))  # LONG, SHORT offsets
+
+    def forward(self, last_row: torch.Tensor) -> torch.Tensor:
+        """last_row [B, F] scaled features -> pre-activations [B, 28] in the contract layout."""
+        h = self.mlp(last_row[:, self.inputs])
+        move, hits, risk = h[:, :4], h[:, 4:12], h[:, 12:16]
+        b = last_row.shape[0]
+        direction = torch.cat(
+            [move.unsqueeze(-1) + self.side.unsqueeze(0), torch.zeros(b, N_HORIZONS, 1, dtype=h.dtype, device=h.device)],
+            dim=-1,
+        ).reshape(b, N_HORIZONS * N_CLASSES)
+        return torch.cat([self.ret.expand(b, -1), direction, hits, risk], dim=-1)
+
+
+def logit_mask() -> torch.Tensor:
+    """[28] 1 where the raw value is a logit (direction, long/short hit), else 0."""
+    m = torch.zeros(RAW_SIZE)
+    m[DIRECTION_LOGITS.start : RISK.start] = 1.0
+    return m
 
 
 class RevIN(nn.Module):
@@ -73,8 +116,16 @@ class UnifiedPatchTST(nn.Module):
         self.head_direction = nn.Linear(d, N_HORIZONS * N_CLASSES)
         self.head_hits = nn.Linear(d, 2 * N_HORIZONS)
         self.head_risk = nn.Linear(d, 4)
+        for head in (self.head_returns, self.head_direction, self.head_hits, self.head_risk):
+            nn.init.zeros_(head.weight)  # residual heads start at zero: the model starts as its base
+            nn.init.zeros_(head.bias)
+        self.base = VolatilityBase(cfg.base_inputs, cfg.base_hidden) if cfg.base_inputs else None
         self.register_buffer("return_scale", torch.ones(N_HORIZONS))
         self.register_buffer("risk_scale", torch.ones(4))
+        # calibration (model.calibration): pre = base + residual_weight * network;
+        # logits *= inv_temperature (1 on non-logit entries)
+        self.register_buffer("residual_weight", torch.ones(RAW_SIZE))
+        self.register_buffer("inv_temperature", torch.ones(RAW_SIZE))
 
     def set_target_scales(self, return_scale: torch.Tensor, risk_scale: torch.Tensor) -> None:
         """Training-split std of returns [4] and mean of risks [4] (fractions)."""
@@ -95,13 +146,28 @@ class UnifiedPatchTST(nn.Module):
         pooled = torch.cat([h[:, 0], h[:, 1:].mean(dim=1)], dim=-1)
         return self.trunk(self.norm(pooled))
 
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's pre-activations [B, 28] (before base, calibration and output maps)."""
+        z = self.encode(x)
+        return torch.cat([self.head_returns(z), self.head_direction(z), self.head_hits(z), self.head_risk(z)], dim=-1)
+
+    def base_pre(self, last_row: torch.Tensor) -> torch.Tensor:
+        if self.base is None:
+            return torch.zeros(last_row.shape[0], RAW_SIZE, dtype=last_row.dtype, device=last_row.device)
+        return self.base(last_row)
+
+    def finish(self, pre: torch.Tensor) -> torch.Tensor:
+        """Pre-activations [B, 28] -> raw contract values: calibrated logits, returns and risks
+        as fractions (softplus keeps excursion forecasts >= 0 as the contract says)."""
+        pre = pre * self.inv_temperature
+        returns = pre[:, RETURNS] * self.return_scale
+        risk = nn.functional.softplus(pre[:, RISK]) * self.risk_scale
+        return torch.cat([returns, pre[:, DIRECTION_LOGITS.start : RISK.start], risk], dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, L, F] standardized features -> raw [B, 28] in the contract layout."""
-        z = self.encode(x)
-        returns = self.head_returns(z) * self.return_scale
-        # softplus keeps the excursion forecasts >= 0 as the contract says
-        risk = nn.functional.softplus(self.head_risk(z)) * self.risk_scale
-        return torch.cat([returns, self.head_direction(z), self.head_hits(z), risk], dim=-1)
+        pre = self.base_pre(x[:, -1]) + self.residual_weight * self.residual(x)
+        return self.finish(pre)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -12,6 +12,8 @@ Raw targets (fractions), per horizon h:
     down_h{h}  1 - min(low over the window) / close(t)       (max adverse excursion, long)
 Labelled targets (given a ``TargetSpec``): direction class (LONG/SHORT/FLAT by the FLAT band),
 long/short level hits, and the risk block (drawdown/rally over the two longest horizons).
+Candles of any timeframe that divides the bar size work the same way on their own grid (a
+15-minute file has one bar alignment, a 1-minute file ``bar_minutes`` of them).
 Missing minutes are NaN on the grid and make every target that needs them NaN.
 """
 
@@ -32,10 +34,10 @@ def target_columns(horizons: tuple[int, ...]) -> list[str]:
     return [f"{kind}_h{h}" for h in horizons for kind in ("ret", "up", "down")]
 
 
-def minute_grid(candles_1m: pd.DataFrame) -> pd.DataFrame:
-    """Reindex 1-minute candles onto a full minute grid; missing minutes become NaN rows."""
-    idx = pd.date_range(candles_1m.index[0], candles_1m.index[-1], freq="1min")
-    return candles_1m.reindex(idx)
+def minute_grid(candles: pd.DataFrame, timeframe: int = 1) -> pd.DataFrame:
+    """Reindex candles of ``timeframe`` minutes onto their full grid; missing candles become NaN rows."""
+    idx = pd.date_range(candles.index[0], candles.index[-1], freq=f"{timeframe}min")
+    return candles.reindex(idx)
 
 
 def _forward_extreme(x: np.ndarray, k: int, fn: str) -> np.ndarray:
@@ -45,15 +47,21 @@ def _forward_extreme(x: np.ndarray, k: int, fn: str) -> np.ndarray:
     return rolled.shift(-k).to_numpy()
 
 
-def raw_targets_all_anchors(candles_1m: pd.DataFrame, bar_minutes: int, horizons: tuple[int, ...]) -> pd.DataFrame:
-    """Raw targets for every anchor minute of ``candles_1m`` (index: the minute grid)."""
-    g = minute_grid(candles_1m)
+def raw_targets_all_anchors(
+    candles: pd.DataFrame, bar_minutes: int, horizons: tuple[int, ...], timeframe: int = 1
+) -> pd.DataFrame:
+    """Raw targets for every anchor of ``candles`` (index: their grid of ``timeframe`` minutes).
+
+    With candles of ``timeframe`` minutes (a divisor of ``bar_minutes``) the future window of h
+    bars is the next ``h * bar_minutes / timeframe`` candles: exact for whole-bar windows.
+    """
+    g = minute_grid(candles, timeframe)
     close = g["close"].to_numpy()
     high = g["high"].to_numpy()
     low = g["low"].to_numpy()
     out = pd.DataFrame(index=g.index)
     for h in horizons:
-        k = h * bar_minutes
+        k = h * bar_minutes // timeframe
         fut_close = pd.Series(close).shift(-k).to_numpy()
         out[f"ret_h{h}"] = fut_close / close - 1.0
         out[f"up_h{h}"] = _forward_extreme(high, k, "max") / close - 1.0

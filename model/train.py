@@ -18,8 +18,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from model.calibration import fit_calibration
 from model.config import ModelConfig, TrainConfig
-from model.contract import DIRECTION_LOGITS, LONG_HIT_LOGITS, RETURNS, RISK, SHORT_HIT_LOGITS, TargetSpec
+from model.contract import (
+    DIRECTION_LOGITS,
+    LONG_HIT_LOGITS,
+    N_CLASSES,
+    N_HORIZONS,
+    RAW_SIZE,
+    RETURNS,
+    RISK,
+    SHORT_HIT_LOGITS,
+    TargetSpec,
+)
 from model.dataset import AnchorPool
 from model.patchtst import UnifiedPatchTST
 from model.targets import LabelledTargets
@@ -33,42 +44,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@dataclass
-class LossWeights:
-    """Fixed per-run constants of the multi-task loss (from the training split)."""
-
-    class_weights: torch.Tensor  # [4, 3] inverse class frequency, mean 1 per horizon
-    hit_pos_weight: torch.Tensor  # [8] negatives / positives of long then short hits
-    blocks: tuple[float, float, float, float]  # returns, direction, hits, risk
-
-    @classmethod
-    def from_targets(cls, t: LabelledTargets, blocks: tuple[float, float, float, float]) -> LossWeights:
-        shares = np.stack([np.bincount(t.direction[:, i], minlength=3) for i in range(4)]) / len(t)
-        w = 1.0 / np.clip(shares, 1e-3, None)
-        w = w / w.mean(axis=1, keepdims=True)
-        hits = np.concatenate([t.long_hit.mean(axis=0), t.short_hit.mean(axis=0)])
-        pos_w = (1 - hits) / np.clip(hits, 1e-3, None)
-        return cls(torch.tensor(w, dtype=torch.float32), torch.tensor(pos_w, dtype=torch.float32), tuple(blocks))
-
-
 def multitask_loss(
-    raw: torch.Tensor, y: dict[str, torch.Tensor], model: UnifiedPatchTST, lw: LossWeights
+    raw: torch.Tensor, y: dict[str, torch.Tensor], model: UnifiedPatchTST, blocks: tuple[float, float, float, float]
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """raw [B, 28]; y: returns [B,4], direction [B,4] long, hits [B,8], risk [B,4].
 
-    Returns and risks are compared in units of their training scale (Huber), directions with
-    class-weighted cross-entropy per horizon, level hits with weighted BCE.
+    The plain likelihood: unweighted cross-entropy per horizon for directions and unweighted
+    binary cross-entropy for level hits (class weights or ``pos_weight`` would train the network
+    to output distorted probabilities); returns and risks in units of their training scale (Huber).
     """
     rs, ks = model.return_scale, model.risk_scale
     l_ret = nn.functional.smooth_l1_loss(raw[:, RETURNS] / rs, y["returns"] / rs)
-    logits = raw[:, DIRECTION_LOGITS].reshape(-1, 4, 3)
-    l_dir = torch.stack(
-        [nn.functional.cross_entropy(logits[:, i], y["direction"][:, i], weight=lw.class_weights[i]) for i in range(4)]
-    ).mean()
+    logits = raw[:, DIRECTION_LOGITS].reshape(-1, N_HORIZONS, N_CLASSES)
+    l_dir = nn.functional.cross_entropy(logits.reshape(-1, N_CLASSES), y["direction"].reshape(-1))
     hit_logits = torch.cat([raw[:, LONG_HIT_LOGITS], raw[:, SHORT_HIT_LOGITS]], dim=1)
-    l_hit = nn.functional.binary_cross_entropy_with_logits(hit_logits, y["hits"], pos_weight=lw.hit_pos_weight)
+    l_hit = nn.functional.binary_cross_entropy_with_logits(hit_logits, y["hits"])
     l_risk = nn.functional.smooth_l1_loss(raw[:, RISK] / ks, y["risk"] / ks)
-    b = lw.blocks
+    b = blocks
     total = b[0] * l_ret + b[1] * l_dir + b[2] * l_hit + b[3] * l_risk
     parts = {
         k: float(v.detach()) for k, v in (("returns", l_ret), ("direction", l_dir), ("hits", l_hit), ("risk", l_risk))
@@ -106,7 +98,21 @@ def predict_raw(
     for s in range(0, len(rows), batch_size):
         x = torch.from_numpy(pool.windows(rows[s : s + batch_size])).to(device)
         out.append(model(x).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 28), dtype=np.float32)
+    return np.concatenate(out) if out else np.zeros((0, RAW_SIZE), dtype=np.float32)
+
+
+@torch.inference_mode()
+def predict_parts(
+    model: UnifiedPatchTST, pool: AnchorPool, rows: np.ndarray, device: torch.device, batch_size: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
+    """(base pre-activations, network residual) [N, 28] each, float64 (for calibration)."""
+    model.eval()
+    base, res = [], []
+    for s in range(0, len(rows), batch_size):
+        x = torch.from_numpy(pool.windows(rows[s : s + batch_size])).to(device)
+        base.append(model.base_pre(x[:, -1]).double().cpu().numpy())
+        res.append(model.residual(x).double().cpu().numpy())
+    return np.concatenate(base), np.concatenate(res)
 
 
 def _val_loss(
@@ -114,14 +120,40 @@ def _val_loss(
     pool: AnchorPool,
     rows: np.ndarray,
     yv: LabelledTargets,
-    lw: LossWeights,
+    blocks: tuple[float, float, float, float],
     device: torch.device,
 ) -> tuple[float, dict[str, float]]:
     raw = torch.from_numpy(predict_raw(model, pool, rows, device))
     with torch.no_grad():
-        total, parts = multitask_loss(raw, target_tensors(yv, torch.device("cpu")), model.cpu(), lw)
+        total, parts = multitask_loss(raw, target_tensors(yv, torch.device("cpu")), model.cpu(), blocks)
     model.to(device)
     return float(total), parts
+
+
+def fit_base(
+    model: UnifiedPatchTST, pool: AnchorPool, rows: np.ndarray, t: LabelledTargets, cfg: TrainConfig
+) -> list[float]:
+    """Fit the direction-blind base alone (network residual held at zero) on the last feature
+    row of each training anchor: Adam on batches of 4096, ``cfg.base_steps`` steps."""
+    if model.base is None or cfg.base_steps <= 0:
+        return []
+    rng = np.random.default_rng(cfg.seed + 1)
+    opt = torch.optim.Adam(model.base.parameters(), lr=3e-3)
+    y_all = target_tensors(t, torch.device("cpu"))
+    history = []
+    model.train()
+    for step in range(cfg.base_steps):
+        idx = rng.choice(len(rows), min(4096, len(rows)), replace=False)
+        last = torch.from_numpy(pool.scaled(rows[idx]))
+        raw = model.finish(model.base_pre(last))
+        loss, _ = multitask_loss(raw, {k: v[idx] for k, v in y_all.items()}, model, cfg.loss_weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == cfg.base_steps - 1:
+            history.append(float(loss.detach()))
+    model.eval()
+    return history
 
 
 @dataclass
@@ -131,6 +163,7 @@ class FitResult:
     best_epoch: int
     best_step: int
     seconds: float
+    calibration: dict
 
 
 def fit_model(
@@ -153,12 +186,14 @@ def fit_model(
         torch.tensor(np.std(yt_all.returns, axis=0) + 1e-8, dtype=torch.float32),
         torch.tensor(np.mean(yt_all.risk, axis=0) + 1e-8, dtype=torch.float32),
     )
-    lw = LossWeights.from_targets(yt_all, cfg.loss_weights)
+    blocks = tuple(cfg.loss_weights)
+    base_history = fit_base(model, pool, train_rows, yt_all, cfg)
+    if model.base is not None:
+        model.base.requires_grad_(False)  # the residual network trains on a fixed base
     model.to(dev)
-    lw_dev = LossWeights(lw.class_weights.to(dev), lw.hit_pos_weight.to(dev), lw.blocks)
     n_epoch = len(train_rows) if cfg.samples_per_epoch <= 0 else min(cfg.samples_per_epoch, len(train_rows))
     steps_per_epoch = max(1, n_epoch // cfg.batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=cfg.lr, total_steps=steps_per_epoch * cfg.epochs, pct_start=0.1
     )
@@ -166,8 +201,10 @@ def fit_model(
         val_rows if len(val_rows) <= cfg.val_samples else np.sort(rng.choice(val_rows, cfg.val_samples, replace=False))
     )
     yv = pool.labels(vsel, spec)
-    best, best_epoch, best_state, history, bad = np.inf, -1, None, [], 0
-    best_step = 0
+    # step 0: the base alone (residual heads are zero) - the network must beat it to be kept
+    best, _ = _val_loss(model, pool, vsel, yv, blocks, dev)
+    best_epoch, best_state, bad, best_step = 0, copy.deepcopy(model.state_dict()), 0, 0
+    history = [{"epoch": 0, "step": 0, "train_loss": None, "val_loss": best, "base_fit": base_history}]
     eval_every = cfg.eval_every_steps or steps_per_epoch
     t0 = time.perf_counter()
     step_total, stop = 0, False
@@ -181,7 +218,7 @@ def fit_model(
             rows = train_rows[idx]
             x = augment(torch.from_numpy(pool.windows(rows)).to(dev), cfg.input_noise, cfg.feature_dropout)
             y = target_tensors(yt_all.take(idx), dev)
-            loss, _ = multitask_loss(model(x), y, model, lw_dev)
+            loss, _ = multitask_loss(model(x), y, model, blocks)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -194,7 +231,7 @@ def fit_model(
             if step_total % eval_every and step != steps_per_epoch - 1:
                 continue
             # validation: every ``eval_every`` steps and at the end of each epoch
-            vloss, parts = _val_loss(model, pool, vsel, yv, lw, dev)
+            vloss, parts = _val_loss(model, pool, vsel, yv, blocks, dev)
             model.train()
             history.append(
                 {
@@ -221,7 +258,13 @@ def fit_model(
                     break
         if stop:
             break
-    assert best_state is not None
     model.load_state_dict(best_state)
     model.cpu().eval()
-    return FitResult(model, history, best_epoch, best_step, time.perf_counter() - t0)
+    cal_rows = val_rows if len(val_rows) <= cfg.calibration_samples else np.sort(
+        rng.choice(val_rows, cfg.calibration_samples, replace=False))
+    base, res = predict_parts(model, pool, cal_rows, torch.device("cpu"))
+    cal = fit_calibration(base, res, pool.labels(cal_rows, spec), model.return_scale.numpy().astype(np.float64),
+                          model.risk_scale.numpy().astype(np.float64))
+    model.residual_weight.copy_(torch.tensor(cal.residual_weight, dtype=torch.float32))
+    model.inv_temperature.copy_(torch.tensor(cal.inv_temperature, dtype=torch.float32))
+    return FitResult(model, history, best_epoch, best_step, time.perf_counter() - t0, cal.report)

@@ -11,16 +11,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from common.errors import MLSignalsError
 from model.baselines import Baselines
 from model.bundle import save_bundle
 from model.config import ModelConfig, TrainConfig
-from model.dataset import AnchorPool, walk_forward_split
+from model.dataset import AnchorPool, Window, calendar_split
 from model.evaluate import baseline_inputs, evaluate_pool
 from model.scaler import FeatureScaler, FeatureStats
-from model.series import Series, build_series
+from model.series import Series, build_series, load_period_dir
 from model.targets import derive_target_spec
 from model.train import FitResult, fit_model
 
@@ -28,32 +29,98 @@ log = logging.getLogger(__name__)
 SCALER_ROWS = 200_000
 
 
-def load_training_series(cfg: TrainConfig) -> list[Series]:
-    from features.candle_files import load_candle_dir
+# Direction-blind inputs of the volatility base (model.patchtst.VolatilityBase): how active and
+# how volatile the market is, and when - nothing that says which way it went.
+BASE_FEATURES = (
+    "volatility.natr_7", "volatility.natr_14", "volatility.natr_21", "volatility.atr_ratio_7_21",
+    "volatility.trange_pct", "volatility.bbands_20_2.width", "volatility.bbands_50_2.width",
+    "volatility.donchian_20.width", "volatility.donchian_55.width", "volatility.realized_10",
+    "volatility.realized_20", "volatility.realized_50", "volatility.parkinson_10", "volatility.parkinson_50",
+    "volatility.garman_klass_20", "volatility.yang_zhang_20", "volatility.vol_ratio_10_50",
+    "volatility.range_zscore_50", "volume.vol_zscore_20", "volume.log_vol_ratio_20", "volume.log_vol_ratio_50",
+    "candle.shape.range_pct", "micro.corwin_schultz_20", "micro.amihud_20", "stats.kurt_50",
+    "cross.btc_natr_14", "cross.btc_realized_20", "cross.rv_ratio_btc_20",
+    "time.cyclical.hour_sin", "time.cyclical.hour_cos", "time.cyclical.weekday_sin", "time.cyclical.weekday_cos",
+)
 
+
+class WorseThanBaselineError(MLSignalsError):
+    """The trained model loses to the volatility-only baseline on validation."""
+
+
+def base_input_indices(feature_names: list[str]) -> tuple[int, ...]:
+    return tuple(feature_names.index(n) for n in BASE_FEATURES if n in feature_names)
+
+
+def candle_dirs(cfg: TrainConfig, data_dir: Path | None) -> list[Path]:
+    """The periods to train on: ``cfg.train_dirs`` (relative to ``data_dir`` when given), or
+    every sub-folder of ``data_dir`` holding candle files when ``train_dirs`` is empty."""
+    if data_dir is not None and not cfg.train_dirs:
+        dirs = sorted(p for p in Path(data_dir).iterdir() if p.is_dir() and any(p.glob("*.csv*")))
+    else:
+        dirs = [Path(data_dir) / d if data_dir is not None and not Path(d).is_absolute() else Path(d)
+                for d in cfg.train_dirs]
+    missing = [str(d) for d in dirs if not d.is_dir()]
+    if missing or not dirs:
+        raise MLSignalsError(f"no candle folder(s): {', '.join(missing) or 'none given'}")
+    return dirs
+
+
+def load_training_series(cfg: TrainConfig, data_dir: Path | None = None) -> list[Series]:
     series: list[Series] = []
-    for d in cfg.train_dirs:
-        frames = load_candle_dir(Path(d))
+    for d in candle_dirs(cfg, data_dir):
+        frames = load_period_dir(d)
         if cfg.max_minutes_per_file:
             frames = {s: f.iloc[: cfg.max_minutes_per_file] for s, f in frames.items()}
-        series += build_series(frames, Path(d).name, cfg.bar_minutes, tuple(cfg.horizons))
+        series += build_series(frames, d.name, cfg.bar_minutes, tuple(cfg.horizons))
     return series
 
 
+def test_windows(cfg: TrainConfig) -> list[Window]:
+    return [Window(pd.Timestamp(a, tz="UTC") if pd.Timestamp(a).tz is None else pd.Timestamp(a),
+                   pd.Timestamp(b, tz="UTC") if pd.Timestamp(b).tz is None else pd.Timestamp(b))
+            for a, b in cfg.test_windows]
+
+
+def losses_vs_volatility(scores: dict) -> list[str]:
+    """Each horizon/head where the model's validation log-loss is above the volatility baseline's."""
+    worse = []
+    for h, per in scores.items():
+        m, v = per["model"], per["volatility"]
+        for key in ("log_loss", "long_hit_log_loss", "short_hit_log_loss"):
+            if m.get(key) is not None and v.get(key) is not None and m[key] > v[key] + 1e-6:
+                worse.append(f"{h} {key}: model {m[key]:.5f} > volatility {v[key]:.5f}")
+    return worse
+
+
 def train_bundle(
-    out: Path, cfg: TrainConfig, device: str = "cpu", progress: bool = True, series: list[Series] | None = None
+    out: Path,
+    cfg: TrainConfig,
+    device: str = "cpu",
+    progress: bool = True,
+    series: list[Series] | None = None,
+    data_dir: Path | None = None,
+    allow_worse: bool = False,
 ) -> tuple[Path, FitResult, dict]:
-    """Train and write the bundle to ``out``; returns (path, fit result, metrics)."""
+    """Train and write the bundle to ``out``; returns (path, fit result, metrics).
+
+    Raises ``WorseThanBaselineError`` (nothing written) when the model's validation log-loss is
+    worse than the volatility-only baseline at any horizon or head, unless ``allow_worse``.
+    """
     from features.spec import FEATURE_NAMES, SPEC_HASH
 
     t_start = time.perf_counter()
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
-    series = series if series is not None else load_training_series(cfg)
-    mcfg = ModelConfig(n_features=len(FEATURE_NAMES), **cfg.model)
+    series = series if series is not None else load_training_series(cfg, data_dir)
+    names = list(FEATURE_NAMES)
+    model_overrides = dict(cfg.model)
+    if "base_inputs" not in model_overrides and series and series[0].features.shape[1] == len(names):
+        model_overrides["base_inputs"] = base_input_indices(names)
+    mcfg = ModelConfig(n_features=series[0].features.shape[1], **model_overrides)
     pool = AnchorPool.build(series, mcfg.context_length, cfg.bar_minutes)
     longest = max(cfg.horizons) * cfg.bar_minutes
-    train_rows, val_rows, split = walk_forward_split(pool, cfg.val_fraction, longest, cfg.embargo_minutes)
+    train_rows, val_rows, split = calendar_split(pool, test_windows(cfg), cfg.val_fraction, longest, cfg.embargo_minutes)
     if train_rows.size < 1000 or val_rows.size < 100:
         raise MLSignalsError(f"too few complete rows to train (train {train_rows.size}, validation {val_rows.size})")
     spec = derive_target_spec(
@@ -62,7 +129,7 @@ def train_bundle(
     rng = np.random.default_rng(cfg.seed)
     fit_rows = np.sort(rng.choice(train_rows, min(SCALER_ROWS, train_rows.size), replace=False))
     scaler = FeatureScaler.fit(pool.unscaled[fit_rows].astype(np.float64))
-    stats = FeatureStats.from_matrix(pool.unscaled[fit_rows], FEATURE_NAMES)
+    stats = FeatureStats.from_matrix(pool.unscaled[fit_rows], names)
     pool.apply_scaler(scaler)
     log.info("split %s; target spec %s", split, spec)
 
@@ -73,7 +140,9 @@ def train_bundle(
     baselines = Baselines.fit(baseline_inputs(pool, base_rows, scaler), pool.labels(base_rows, spec), cfg.seed)
     base_seconds = time.perf_counter() - t_base
 
-    val_eval = evaluate_pool(fit.model, scaler, spec, baselines, pool, val_rows[::7], device="cpu")
+    val_eval = evaluate_pool(fit.model, scaler, spec, baselines, pool, val_rows[:: max(1, val_rows.size // 40_000)],
+                             device="cpu")
+    worse = losses_vs_volatility(val_eval.scores)
     metrics = {
         "validation": {
             "rows": val_eval.n_rows,
@@ -88,16 +157,23 @@ def train_bundle(
         "baseline_seconds": round(base_seconds, 1),
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "n_parameters": fit.model.n_parameters(),
+        "calibration": fit.calibration,
+        "worse_than_volatility": worse,
     }
+    if worse and not allow_worse:
+        raise WorseThanBaselineError(
+            "the model is worse than the volatility-only baseline on validation, bundle not written "
+            "(--allow-worse writes it anyway): " + "; ".join(worse)
+        )
     train_info = {
         "config": cfg.to_dict(),
         "seed": cfg.seed,
-        "data": {"dirs": list(cfg.train_dirs), "symbols": sorted({s.symbol for s in series}), **split},
+        "data": {"dirs": sorted({s.period for s in series}), "symbols": sorted({s.symbol for s in series}), **split},
         "device": device,
         "torch": torch.__version__,
         "machine": f"{platform.machine()} {platform.processor() or ''} threads={torch.get_num_threads()}".strip(),
     }
     path = save_bundle(
-        out, fit.model, spec, list(FEATURE_NAMES), SPEC_HASH, scaler, stats, train_info, metrics, baselines.files()
+        out, fit.model, spec, names, SPEC_HASH, scaler, stats, train_info, metrics, baselines.files()
     )
     return path, fit, metrics
