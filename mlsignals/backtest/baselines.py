@@ -24,10 +24,11 @@ import pandas as pd
 
 from features.spec import FEATURE_NAMES
 from mlsignals.backtest.decisions import Decisions, Market
-from mlsignals.backtest.simulate import CostModel, simulate
+from mlsignals.backtest.simulate import simulate
 from mlsignals.pipeline import ATR_FEATURE
 from model.contract import TargetSpec
 from signals.config import SignalConfig
+from signals.costs import CostModel
 
 log = logging.getLogger(__name__)
 MIN_VAL_TRADES = 30

@@ -20,7 +20,8 @@ from mlsignals.backtest import baselines as bl
 from mlsignals.backtest.decisions import Decisions, Market, PrecomputedFeatures, replay
 from mlsignals.backtest.lookahead import LookaheadReport, check_decisions, sample_positions
 from mlsignals.backtest.metrics import calibration, summarize
-from mlsignals.backtest.simulate import CostModel, SimResult, simulate
+from mlsignals.backtest.simulate import SimResult, simulate
+from signals.costs import CostModel
 
 log = logging.getLogger(__name__)
 

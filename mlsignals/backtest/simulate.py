@@ -21,22 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlsignals.backtest.decisions import Decisions, Market
-
-
-@dataclass(frozen=True)
-class CostModel:
-    """fee_bps and slippage_bps per side, in basis points of the traded price."""
-
-    fee_bps: float = 4.0
-    slippage_bps: float = 1.0
-
-    @property
-    def fee(self) -> float:
-        return self.fee_bps * 1e-4
-
-    @property
-    def slip(self) -> float:
-        return self.slippage_bps * 1e-4
+from signals.costs import CostModel
 
 
 @dataclass

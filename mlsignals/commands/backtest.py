@@ -31,8 +31,8 @@ def backtest_cmd(
     from common.errors import ConfigError, MLSignalsError
     from mlsignals.backtest.report import write_report
     from mlsignals.backtest.runner import BacktestConfig, run_backtest
-    from mlsignals.backtest.simulate import CostModel
     from signals.config import SignalConfig
+    from signals.costs import CostModel
 
     try:
         SignalConfig.preset(strategy)

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from mlsignals.backtest.runner import BacktestConfig, run_backtest
-from mlsignals.backtest.simulate import CostModel
 from mlsignals.cli import main
+from signals.costs import CostModel
 from tests.bundles import make_test_bundle
 
 LENIENT = (("min_confidence", 0.0), ("min_agreement", 0.0), ("min_quality", 0.0), ("max_entropy", 1.0),

@@ -10,7 +10,8 @@ import pytest
 
 from mlsignals.backtest.decisions import Decisions, Market
 from mlsignals.backtest.metrics import MINUTES_PER_YEAR, equity_stats, trade_stats
-from mlsignals.backtest.simulate import CostModel, net_return, simulate
+from mlsignals.backtest.simulate import net_return, simulate
+from signals.costs import CostModel
 from signals.paper import evaluate_signal
 from signals.schema import Direction, Signal
 
