@@ -50,10 +50,11 @@ class FeatureResult:
     atr: float | None = None
     error: str | None = None
     latency_ms: dict[str, float] = field(default_factory=dict)
+    cached: bool = False  # reused from an earlier request of the same closed minute
 
     def copy_for_reuse(self) -> FeatureResult:
-        """The same features for another request: its own latency record (callers add to it)."""
-        return replace(self, latency_ms={"features_cached": 1.0})
+        """The same features for another request: its own (empty) latency record, marked cached."""
+        return replace(self, latency_ms={}, cached=True)
 
 
 class FeatureStage:
@@ -233,9 +234,9 @@ class SignalSink:
         latency_ms: dict[str, float] | None = None,
         now: pd.Timestamp | None = None,
         publish: bool = True,
-        log: bool = True,
+        record: bool = True,
     ) -> Signal:
-        """``publish``: onto the trading stream (through the outbox); ``log``: into the
+        """``publish``: onto the trading stream (through the outbox); ``record``: into the
         prediction log (off for what-if predictions on a caller's candles, which must not take
         the (symbol, bar time, model) slot of the service's own prediction)."""
         t0 = time.perf_counter()
@@ -255,11 +256,11 @@ class SignalSink:
         lat = {**fr.latency_ms, **(latency_ms or {}), "signal_ms": (time.perf_counter() - t0) * 1e3}
         if publish and self.publisher is not None:
             self.publisher.publish(signal)
-        if log and self.prediction_log is not None:
+        if record and self.prediction_log is not None:
             row = None if fr.window is None else fr.window[-1]
             self.prediction_log.record(
                 signal, output=output, target_spec=meta.target_spec,
-                feature_summary=summarize_features(row, meta.feature_names, meta.spec_hash),
+                feature_summary={**summarize_features(row, meta.feature_names, meta.spec_hash), "cached": fr.cached},
                 latencies_ms=lat,
             )
         return signal

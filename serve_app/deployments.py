@@ -188,9 +188,9 @@ class SignalProcessor:
                 log.warning("prediction log: outcomes not filled this round (%s)", type(exc).__name__)
 
     def handle(self, fr: FeatureResult, output: ModelOutput | None, meta: ModelMeta, error: str | None = None,
-               latency_ms: dict[str, float] | None = None, publish: bool = True, log: bool = True) -> Signal:
+               latency_ms: dict[str, float] | None = None, publish: bool = True, record: bool = True) -> Signal:
         t0 = time.perf_counter()
-        signal = self.sink.handle(fr, output, meta, error, latency_ms, publish=publish, log=log)
+        signal = self.sink.handle(fr, output, meta, error, latency_ms, publish=publish, record=record)
         metrics.signals().inc(tags={"direction": signal.direction.value})
         metrics.stage_latency().observe((time.perf_counter() - t0) * 1e3, tags={"stage": "signal"})
         return signal

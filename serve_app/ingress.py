@@ -153,7 +153,7 @@ class Ingress:
         # HTTP predictions are not pushed to the trading stream: that carries the scheduler's
         # signals only, one per symbol and minute. Those on the source's candles are logged;
         # what-ifs on the caller's candles are not (they would take the log slot of that minute).
-        return await self.signals.handle.remote(fr, output, meta, error, publish=False, log=candles is None)
+        return await self.signals.handle.remote(fr, output, meta, error, publish=False, record=candles is None)
 
     @app.get("/signals/latest/{symbol}", response_model=Signal, responses={404: {}})
     async def latest(self, symbol: str, x_api_key: Annotated[str | None, Header()] = None) -> Signal:

@@ -60,7 +60,7 @@ def test_publish_and_log_roundtrip(shipped_candles, bundle, tmp_path, redis_pref
     assert sorted(e[1]["id"] for e in entries) == sorted(s.id for s in first)
     rows = pipe.sink.prediction_log.rows()
     assert len(rows) == 2 and {row.symbol for row in rows} == {"BTCUSDT", "SOLUSDT"}
-    assert rows[0].feature_summary["count"] == 262 and rows[0].latencies_ms["features_ms"] > 0
+    assert rows[0].feature_summary["count"] == 262 and rows[0].feature_summary["cached"] is False and rows[0].latencies_ms["features_ms"] > 0
 
 
 def test_stale_live_source_is_neutral(shipped_candles, bundle, tmp_path):
@@ -77,7 +77,7 @@ def test_source_features_of_a_closed_minute_are_reused(shipped_candles, bundle, 
     end = frames["BTCUSDT"].index[-1]
     first = stage.compute(["ETHUSDT"], end=end)["ETHUSDT"]
     again = stage.compute(["ETHUSDT", "SOLUSDT"], end=end)
-    assert again["ETHUSDT"].latency_ms == {"features_cached": 1.0}
+    assert again["ETHUSDT"].cached and again["ETHUSDT"].latency_ms == {}
     assert (again["ETHUSDT"].window == first.window).all() and again["ETHUSDT"].atr == first.atr
     assert "features_ms" in again["SOLUSDT"].latency_ms  # computed, not cached
     later = stage.compute(["ETHUSDT"], end=end - pd.Timedelta(minutes=5))["ETHUSDT"]
