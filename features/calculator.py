@@ -25,6 +25,8 @@ from features.indicators import INDICATORS, Ctx
 from features.spec import FEATURE_NAMES, FEATURES, SPEC_HASH, live_window
 
 _QUOTES = ("USDT", "USDC", "USD", "BUSD", "FDUSD", "PERP", "")
+# The cross-asset reference asked of a source when the caller names no BTC symbol of its own.
+BTC_SYMBOL = "BTCUSDT"
 
 
 def is_btc(symbol: str) -> bool:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from common.errors import MLSignalsError
-from features.calculator import RealTimeIndicatorCalculator, is_btc
+from features.calculator import BTC_SYMBOL, RealTimeIndicatorCalculator, is_btc
 from features.candles import GapPolicy, fill_gaps, is_stale, validate_candles
 from features.sources.base import MarketDataSource, last_closed_minute
 from model.contract import ModelOutput, TargetSpec
@@ -29,7 +29,6 @@ from signals.schema import Signal
 
 log = logging.getLogger(__name__)
 
-BTC = "BTCUSDT"  # the cross-asset reference fetched from the source for non-BTC symbols
 # The NATR feature that gives the ATR (in % of close) on the model's bars for stop/target sizing.
 ATR_FEATURE = "volatility.natr_14"
 
@@ -83,7 +82,7 @@ class FeatureStage:
         that cannot be used (source error, stale)."""
         n = self.required_minutes + self.gap_policy.max_fill * 4  # head-room for filled gaps
         needs_btc = any(not is_btc(s) for s in symbols)
-        wanted = list(dict.fromkeys([*symbols, *([BTC] if needs_btc else [])]))
+        wanted = list(dict.fromkeys([*symbols, *([BTC_SYMBOL] if needs_btc else [])]))
         frames, errors = {}, {}
         now_ts = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
         for sym in wanted:

@@ -23,9 +23,8 @@ from common.errors import (
     MLSignalsError,
     UnknownSymbolError,
 )
-from features.calculator import is_btc
+from features.calculator import BTC_SYMBOL, is_btc
 from features.candles import CANDLE_COLUMNS, validate_candles
-from mlsignals.pipeline import BTC
 from mlsignals.settings import load_settings
 from serve_app.model_meta import ModelMetaCache
 from signals.schema import Signal
@@ -138,7 +137,7 @@ class Ingress:
             if not is_btc(sym):
                 if not body.btc_candles:
                     raise MissingCrossAssetError(f"{sym}: cross-asset features need btc_candles over the same minutes")
-                candles[BTC] = _frame(body.btc_candles, BTC)
+                candles[BTC_SYMBOL] = _frame(body.btc_candles, BTC_SYMBOL)
         elif sym not in self.symbols:
             raise UnknownSymbolError(f"unknown symbol {sym}; served: {', '.join(sorted(self.symbols))}")
         t0 = time.perf_counter()

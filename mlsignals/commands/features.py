@@ -23,7 +23,7 @@ def features_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="print JSON (the only output format)")] = True,
 ) -> None:
     """Print every feature of SYMBOL's bar ending at --at (names in spec order) and the spec hash."""
-    from features.calculator import RealTimeIndicatorCalculator, find_btc, is_btc
+    from features.calculator import BTC_SYMBOL, RealTimeIndicatorCalculator, find_btc, is_btc
 
     symbol = symbol.upper()
     source = candle_source(candles, symbol)
@@ -31,7 +31,7 @@ def features_cmd(
     end = parse_time(at)
     frames = {symbol: source.get_candles(symbol, calc.required_minutes, end)}
     if not is_btc(symbol):
-        btc = find_btc(source.symbols()) or "BTCUSDT"
+        btc = find_btc(source.symbols()) or BTC_SYMBOL
         frames[btc] = source.get_candles(btc, calc.required_minutes, end)
     if frames[symbol].empty:
         raise MLSignalsError(f"{symbol}: no candles at or before {end or 'now'}")
