@@ -8,7 +8,7 @@ import torch
 
 from common.errors import ConfigError
 from model.config import ModelConfig
-from model.contract import RAW_SIZE, ModelOutput
+from model.contract import RAW_SIZE, RETURNS, RISK, ModelOutput
 from model.patchtst import UnifiedPatchTST
 
 
@@ -60,12 +60,24 @@ def test_level_information_survives_instance_norm() -> None:
 
 
 def test_risk_and_returns_scaled_to_fractions() -> None:
+    """Returns and risks leave the network multiplied by the training targets' scales (per
+    horizon, kept with the weights); logits are untouched by them."""
+    torch.manual_seed(3)
     model = UnifiedPatchTST(_tiny()).eval()
-    model.set_target_scales(torch.full((4,), 0.01), torch.full((4,), 0.02))
+    x = torch.randn(3, 32, 12)
     with torch.no_grad():
-        raw = model(torch.randn(3, 32, 12))
-    assert (raw[:, 24:28] >= 0).all()
-    assert raw[:, :4].abs().max() < 1.0
+        unit = model(x)
+        ret_scale, risk_scale = torch.tensor([0.01, 0.02, 0.03, 0.04]), torch.tensor([0.002, 0.004, 0.006, 0.008])
+        model.set_target_scales(ret_scale, risk_scale)
+        raw = model(x)
+        reloaded = UnifiedPatchTST(_tiny()).eval()
+        reloaded.load_state_dict(model.state_dict())
+        again = reloaded(x)
+    torch.testing.assert_close(raw[:, RETURNS], unit[:, RETURNS] * ret_scale)
+    torch.testing.assert_close(raw[:, RISK], unit[:, RISK] * risk_scale)
+    assert (raw[:, RISK] >= 0).all() and (unit[:, RISK] > 0).all()
+    torch.testing.assert_close(raw[:, RETURNS.stop : RISK.start], unit[:, RETURNS.stop : RISK.start])
+    torch.testing.assert_close(again, raw)
 
 
 def test_config_rejects_bad_shapes() -> None:
