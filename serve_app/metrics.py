@@ -42,3 +42,15 @@ def stale_symbols() -> metrics.Gauge:
 @cache
 def skipped_minutes() -> metrics.Counter:
     return metrics.Counter("mlsignals_skipped_minutes_total", "Missed minutes beyond the catch-up limit")
+
+
+@cache
+def redis_restarts() -> metrics.Counter:
+    return metrics.Counter("mlsignals_embedded_redis_restarts_total",
+                           "Times the embedded redis-server died and was started again by the service")
+
+
+@cache
+def log_spool_rows() -> metrics.Gauge:
+    return metrics.Gauge("mlsignals_prediction_log_spool_rows",
+                         "Prediction-log rows waiting on local disk for the database")

@@ -4,7 +4,9 @@ Why a Serve-managed deployment and not a named detached actor: its lifetime is t
 application's (``serve shutdown`` or a redeploy removes it; no orphan keeps firing into a stale
 app), the Serve controller restarts it when it dies or its health check fails, and it takes
 its settings the same way as the other deployments. Restarts are safe because which minutes
-ran lives in Redis (mlsignals/ticks.py), not in the replica.
+ran lives in the database (mlsignals/ticks.py; a local file while the database is down), not in
+the replica, and not in Redis: the clock keeps going through a Redis outage, its signals wait
+in the outbox.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import uuid
 from dataclasses import dataclass, field
 
 import pandas as pd
-import redis
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -54,7 +55,7 @@ class SignalScheduler:
         self.settings = load_settings(config_path)
         self.symbols = self.settings.symbols
         self.cfg = self.settings.scheduler
-        self.ledger = TickLedger(factories.redis_client(self.settings), self.settings.delivery.prefix)
+        self.ledger: TickLedger = factories.tick_ledger(self.settings)
         self._meta = ModelMetaCache(ml)
         self._lock = asyncio.Lock()  # one tick at a time: a slow tick delays, never overlaps, the next
         self.last_report: TickReport | None = None
@@ -84,16 +85,18 @@ class SignalScheduler:
                 metrics.ticks().inc(tags={"outcome": "failed"})
 
     async def run_due(self) -> list[TickReport]:
-        plan = plan_ticks(pd.Timestamp.now(tz="UTC"), self.cfg.delay_seconds, self.ledger.last_completed(),
-                          self.cfg.catch_up, self.cfg.max_catch_up)
+        # ledger calls off the event loop: a database that hangs must not freeze the replica
+        last = await asyncio.to_thread(self.ledger.last_completed)
+        plan = plan_ticks(pd.Timestamp.now(tz="UTC"), self.cfg.delay_seconds, last, self.cfg.catch_up,
+                          self.cfg.max_catch_up)
         if plan.skipped:
             log.warning("scheduler: %d missed minute(s) beyond the catch-up limit were skipped", plan.skipped)
             metrics.skipped_minutes().inc(plan.skipped)
         reports = []
         for minute in plan.run:
-            if self.ledger.claim(minute):
+            if await asyncio.to_thread(self.ledger.claim, minute):
                 reports.append(await self.tick(minute))
-                self.ledger.complete(minute)
+                await asyncio.to_thread(self.ledger.complete, minute)
         return reports
 
     async def tick_now(self) -> dict:
@@ -107,12 +110,12 @@ class SignalScheduler:
 
     @staticmethod
     def _try_ledger(op, minute: pd.Timestamp) -> None:
-        """"Tick now" must work while Redis is down (its signals wait in the outbox); without the
-        ledger entry the scheduler's catch-up runs the minute again, harmlessly (same ids)."""
+        """"Tick now" must work whatever the ledger says; without the ledger entry the
+        scheduler's catch-up runs the minute again, harmlessly (same ids)."""
         try:
             op(minute)
-        except redis.RedisError as exc:
-            log.warning("tick now: tick ledger unreachable (%s); running the tick anyway", type(exc).__name__)
+        except Exception as exc:
+            log.warning("tick now: tick ledger unusable (%s); running the tick anyway", type(exc).__name__)
 
     async def _predict(self, fr: FeatureResult, tick_id: str) -> tuple[ModelOutput | None, str | None, str | None]:
         """(output, error, model_version) of one symbol, bounded by the per-symbol timeout: a slow
@@ -173,11 +176,16 @@ class SignalScheduler:
             return report
 
     def status(self) -> dict:
-        last = self.ledger.last_completed()
+        try:
+            last = self.ledger.last_completed()
+        except Exception as exc:  # readiness must answer whatever the ledger's stores do
+            log.warning("scheduler status: ledger unreadable (%s)", type(exc).__name__)
+            last = None
         return {
             "enabled": self.cfg.enabled,
             "loop_alive": self._task is not None and not self._task.done(),
             "last_completed": last.isoformat() if last is not None else None,
+            "ledger_fallback": self.ledger.using_fallback,
             "last_tick": None if self.last_report is None else self.last_report.__dict__,
         }
 

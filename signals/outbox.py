@@ -7,12 +7,14 @@ delivered in insertion order (``seq``), which keeps per-symbol order; delivered 
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, func, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, select
 
+from common.db import create_tables, insert_ignore
 from signals.schema import Signal
 
 
@@ -32,26 +34,24 @@ class OutboxRow(SQLModel, table=True):
     last_error: str | None = Field(default=None, max_length=500)
 
 
-def _insert_ignore(engine: Engine):
-    """INSERT ... ON CONFLICT DO NOTHING for the two dialects we run on."""
-    dialect = engine.dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(OutboxRow).on_conflict_do_nothing(index_elements=["signal_id"])
-    if dialect == "sqlite":
-        return sqlite.insert(OutboxRow).on_conflict_do_nothing(index_elements=["signal_id"])
-    raise ValueError(f"outbox supports sqlite and postgresql, not {dialect}")
-
-
 class Outbox:
     """Database side of delivery. Methods raise SQLAlchemyError when the database is down."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        OutboxRow.metadata.create_all(engine, tables=[OutboxRow.__table__])
+        self._tables = False
+        with contextlib.suppress(SQLAlchemyError):  # a database down at start-up is an outage too
+            self._ensure_tables()
+
+    def _ensure_tables(self) -> None:
+        if not self._tables:
+            create_tables(self.engine, OutboxRow)
+            self._tables = True
 
     def add(self, signal: Signal) -> bool:
         """Store a signal for delivery; False when its id was already there (idempotent)."""
-        stmt = _insert_ignore(self.engine).values(
+        self._ensure_tables()
+        stmt = insert_ignore(self.engine, OutboxRow, ["signal_id"]).values(
             signal_id=signal.id, symbol=signal.symbol, payload=signal.model_dump_json(),
             created_at=datetime.now(UTC), attempts=0,
         )
@@ -60,11 +60,13 @@ class Outbox:
 
     def pending(self, limit: int = 200) -> list[OutboxRow]:
         """Undelivered rows, oldest first."""
+        self._ensure_tables()
         with Session(self.engine) as s:
             q = select(OutboxRow).where(OutboxRow.delivered_at.is_(None)).order_by(OutboxRow.seq).limit(limit)
             return list(s.exec(q).all())
 
     def pending_count(self) -> int:
+        self._ensure_tables()
         with Session(self.engine) as s:
             q = select(func.count()).select_from(OutboxRow).where(OutboxRow.delivered_at.is_(None))
             return int(s.exec(q).one())

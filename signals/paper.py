@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 from sqlalchemy import Engine
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Field, Session, SQLModel, select
 
+from common.db import create_tables, insert_ignore
 from signals.schema import Direction, Signal
 
 ONE_MINUTE = timedelta(minutes=1)
@@ -82,7 +82,7 @@ class PaperTracker:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.open: dict[str, Signal] = {}
-        PaperOutcome.metadata.create_all(engine, tables=[PaperOutcome.__table__])
+        create_tables(engine, PaperOutcome)
 
     def track(self, signal: Signal) -> bool:
         """Start following a LONG/SHORT signal; False for NEUTRAL (nothing to follow)."""
@@ -101,10 +101,9 @@ class PaperTracker:
                 done.append(res)
                 del self.open[sid]
         if done:
-            ins = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[self.engine.dialect.name]
             rows = [{**asdict(r), "recorded_at": datetime.now(UTC)} for r in done]
             with self.engine.begin() as conn:
-                conn.execute(ins(PaperOutcome).values(rows).on_conflict_do_nothing(index_elements=["signal_id"]))
+                conn.execute(insert_ignore(self.engine, PaperOutcome, ["signal_id"]).values(rows))
         return done
 
     def outcomes(self) -> list[PaperOutcome]:

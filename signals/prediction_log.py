@@ -1,28 +1,32 @@
 """The prediction log: one row per (symbol, bar time, model version) with everything needed
 to audit a prediction later, and the realised outcomes filled in once each horizon passed.
 
-If the database is unreachable, rows wait in a bounded in-memory queue and are written when it
-answers again; callers (the tick) never block on or fail because of the log.
+If the database is unreachable, rows wait in a bounded spool on local disk (signals/spool.py:
+a SQLite file under var/, committed before ``record`` returns) and are written oldest first when
+it answers again, also by a new process after a crash; callers (the tick) never block on or fail
+because of the log. A row written twice (a crash between the insert and the spool delete) is
+ignored by the unique (symbol, bar time, model version) key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
-from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import JSON, Column, Engine, UniqueConstraint, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, select
 
+from common.db import create_tables, insert_ignore
 from model.contract import ModelOutput, TargetSpec
 from signals.schema import Signal
+from signals.spool import DiskSpool
 
 log = logging.getLogger(__name__)
 
@@ -82,20 +86,38 @@ def _utc(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-class PredictionLog:
-    """Writes prediction rows, queues them while the DB is down, fills outcomes later."""
+_DATETIMES = ("bar_time", "created_at")
+_UNIQUE = ["symbol", "bar_time", "model_version"]
 
-    def __init__(self, engine: Engine, max_queue: int = 10_000) -> None:
+
+class PredictionLog:
+    """Writes prediction rows, spools them while the DB is down, fills outcomes later.
+
+    spool_path: the spool file (one per database: it must never be drained into another);
+    None keeps the spool in memory (tests, the CLI), which a crash loses."""
+
+    def __init__(self, engine: Engine, spool_path: str | None = None, max_spool: int = 100_000) -> None:
         self.engine = engine
-        self._queue: deque[dict] = deque()
+        self.spool = DiskSpool(spool_path or ":memory:", max_spool)
         self._lock = threading.Lock()  # record() is called from concurrent request threads
-        self._max_queue = max_queue
-        self.dropped = 0
-        PredictionRow.metadata.create_all(engine, tables=[PredictionRow.__table__])
+        self._spooled = len(self.spool) > 0  # rows left by an earlier process: drained first
+        self._tables = False
+        with contextlib.suppress(SQLAlchemyError):  # a database down at start-up is an outage too
+            self._ensure_tables()
+
+    def _ensure_tables(self) -> None:
+        if not self._tables:
+            create_tables(self.engine, PredictionRow)
+            self._tables = True
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        """Rows waiting in the spool."""
+        return len(self.spool)
+
+    @property
+    def dropped(self) -> int:
+        return self.spool.dropped
 
     def record(
         self,
@@ -106,7 +128,7 @@ class PredictionLog:
         feature_summary: dict,
         latencies_ms: Mapping[str, float],
     ) -> bool:
-        """Log one prediction; True when written now, False when queued (DB down). A repeat of
+        """Log one prediction; True when written now, False when spooled (DB down). A repeat of
         (symbol, bar_time, model_version) is ignored."""
         values = {
             "symbol": signal.symbol, "bar_time": signal.bar_time, "model_version": signal.model_version,
@@ -119,36 +141,43 @@ class PredictionLog:
             "target_spec": target_spec.to_dict(), "created_at": datetime.now(UTC),
         }
         with self._lock:
-            if len(self._queue) >= self._max_queue:
-                self._queue.popleft()
-                self.dropped += 1
-            self._queue.append(values)
-            return self._flush_locked() and not self._queue
+            if not self._spooled:  # the usual path: straight into the database
+                try:
+                    self._insert([values])
+                    return True
+                except SQLAlchemyError as exc:
+                    log.warning("prediction log: database unavailable (%s); spooling rows to %s",
+                                type(exc).__name__, self.spool.path)
+            self.spool.push({k: v.isoformat() if k in _DATETIMES else v for k, v in values.items()})
+            self._spooled = True
+            return self._drain_locked()
 
     def flush(self) -> bool:
-        """Write queued rows oldest first; False when the DB is still down."""
+        """Write spooled rows oldest first; False when the DB is still down."""
         with self._lock:
-            return self._flush_locked()
+            return self._drain_locked()
 
-    def _flush_locked(self) -> bool:
-        while self._queue:
+    def _drain_locked(self, batch: int = 200) -> bool:
+        while rows := self.spool.peek(batch):
+            docs = [{k: datetime.fromisoformat(v) if k in _DATETIMES else v for k, v in d.items()} for _, d in rows]
             try:
-                with self.engine.begin() as conn:
-                    conn.execute(self._insert_ignore().values(self._queue[0]))
-            except SQLAlchemyError as exc:
-                log.warning("prediction log: database unavailable (%s); %d row(s) queued",
-                            type(exc).__name__, len(self._queue))
+                self._insert(docs)
+            except SQLAlchemyError:
                 return False
-            self._queue.popleft()
+            self.spool.remove_through(rows[-1][0])  # after the commit: a crash here only repeats rows
+        if self._spooled:
+            log.info("prediction log: spool drained into the database")
+        self._spooled = False
         return True
 
-    def _insert_ignore(self):
-        ins = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[self.engine.dialect.name]
-        return ins(PredictionRow).on_conflict_do_nothing(
-            index_elements=["symbol", "bar_time", "model_version"]
-        )
+    def _insert(self, rows: list[dict]) -> None:
+        self._ensure_tables()
+        with self.engine.begin() as conn:
+            for values in rows:  # one statement per row: a multi-row VALUES needs equal keys
+                conn.execute(insert_ignore(self.engine, PredictionRow, _UNIQUE).values(values))
 
     def rows(self, symbol: str | None = None) -> list[PredictionRow]:
+        self._ensure_tables()
         with Session(self.engine) as s:
             q = select(PredictionRow).order_by(PredictionRow.id)
             if symbol:
@@ -162,6 +191,7 @@ class PredictionLog:
         of the bar_time candle; the realised close of horizon h is the close of the candle
         opening h minutes later. Returns how many rows changed.
         """
+        self._ensure_tables()
         changed = 0
         frames = [df for df in candles_by_symbol.values() if df is not None and not df.empty]
         if not frames:

