@@ -43,11 +43,12 @@ def common_minutes(frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 
 def require_btc(frames: dict[str, pd.DataFrame], where: str = "--candles") -> None:
     """MissingCrossAssetError when any frame is given but none of them is BTC's."""
-    from features.calculator import find_btc  # indicator libraries load slowly; only when needed
+    from features.calculator import BTC_SYMBOL, find_btc  # indicator libraries load slowly: lazily
 
     if frames and find_btc(list(frames)) is None:
         raise MissingCrossAssetError(
-            f"cross-asset features need BTC candles over the same minutes; add BTC's file to {where}"
+            f"cross-asset features need BTC candles over the same minutes; add BTC's file to {where} "
+            f"(e.g. {BTC_SYMBOL}_1m.csv.gz)"
         )
 
 

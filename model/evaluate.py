@@ -16,8 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from common.errors import MissingCrossAssetError, MLSignalsError
-from features.calculator import find_btc
+from common.errors import MLSignalsError
 from model.baselines import BaselineInputs, Baselines
 from model.bundle import Bundle, load_bundle
 from model.contract import RawOutputs, TargetSpec
@@ -98,18 +97,11 @@ def evaluate_pool(
 
 def load_eval_frames(paths: list[Path]) -> dict[str, pd.DataFrame]:
     """Candle files -> validated frames cut to their common minutes; BTC required for others."""
-    from features.candle_files import load_candle_files
+    from features.candle_files import common_minutes, load_candle_files, require_btc
 
     frames = load_candle_files(paths)
-    if find_btc(list(frames)) is None:
-        raise MissingCrossAssetError(
-            "cross-asset features need BTC candles over the same minutes; add its file to --candles"
-        )
-    start = max(f.index[0] for f in frames.values())
-    stop = min(f.index[-1] for f in frames.values())
-    if start >= stop:
-        raise MLSignalsError("the candle files share no common minutes")
-    return {s: f.loc[start:stop] for s, f in frames.items()}
+    require_btc(frames)
+    return common_minutes(frames)
 
 
 def evaluate_candles(

@@ -1,7 +1,7 @@
 """Decisions of the live pipeline at every replayed minute.
 
 The model's feature windows are sliced from full-history feature frames computed once per symbol
-(``model.series.feature_matrix``: every 1-minute anchor of N-minute bars, the rows the live
+(``model.series.anchor_feature_matrix``: every 1-minute anchor of N-minute bars, the rows the live
 calculator produces at that minute - proven by the calculator's parity tests and re-checked per
 backtest by ``lookahead.check_decisions``, which reruns sampled minutes through the plain live
 ``FeatureStage`` on truncated candles). Everything after the features is the live code itself:

@@ -64,12 +64,12 @@ def prepare_frames(frames: dict[str, pd.DataFrame], policy: GapPolicy) -> dict[s
 
 def _features(frames: dict[str, pd.DataFrame], market: Market, bar_minutes: int) -> dict[str, np.ndarray]:
     """Full-history features on the market grid, per symbol (cached by model.series)."""
-    from model.series import feature_matrix
+    from model.series import anchor_feature_matrix
 
     btc = frames[find_btc(list(frames))]
     out = {}
     for s in market.symbols:
-        x = feature_matrix(frames[s], btc, s, bar_minutes)
+        x = anchor_feature_matrix(frames[s], btc, s, bar_minutes)
         off = market.pos(frames[s].index[0])
         full = np.full((len(market.times), x.shape[1]), np.nan, dtype=np.float32)
         full[off : off + len(x)] = x

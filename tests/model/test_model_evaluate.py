@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import log_loss as sk_log_loss
 
 from features.spec import FEATURE_NAMES, SPEC_HASH
 from mlsignals.cli import main
@@ -74,20 +75,37 @@ def test_non_btc_without_btc_is_a_clear_error(bundle_dir: Path, tmp_path: Path, 
 
 @pytest.mark.slow
 def test_evaluate_writes_report_with_all_baselines(
-    bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     files = [_slice(tmp_path, s, 10_500) for s in ("BTCUSDT", "ETHUSDT")]
     out = tmp_path / "report"
     args = ["evaluate", "--model", str(bundle_dir), "--out", str(out), "--stride", "11", "--json"]
     for f in files:
         args += ["--candles", str(f)]
+    import model.evaluate as ev
+
+    run, seen = ev.evaluate_candles, []  # the CLI's EvalResult, to recompute its scores independently
+
+    def spy(*a, **k):
+        seen.append(run(*a, **k))
+        return seen[-1]
+
+    monkeypatch.setattr(ev, "evaluate_candles", spy)
     main(args)
     data = json.loads(capsys.readouterr().out)
-    assert data["rows"] > 50 and data["symbols"] == ["BTCUSDT", "ETHUSDT"]
+    ((result, _),) = seen
+    assert data["rows"] == result.n_rows == len(result.targets.direction) > 50
+    assert data["symbols"] == ["BTCUSDT", "ETHUSDT"]
     per = data["scores"]["h1"]
     assert set(per) == {"model", "majority", "last_return", "volatility", "logistic", "lightgbm"}
-    assert 0 < per["model"]["log_loss"] < 5 and 0 <= per["model"]["accuracy"] <= 1
-    assert per["majority"]["ic"] is None and per["volatility"]["long_hit_auc"] is not None
+    # the reported model scores are those of its forecast on these rows (sklearn as the reference)
+    p, y = result.model_fc.direction[:, 0, :], result.targets.direction[:, 0]
+    assert per["model"]["log_loss"] == pytest.approx(sk_log_loss(y, p, labels=[0, 1, 2]), rel=1e-6)
+    assert per["model"]["accuracy"] == pytest.approx(float(np.mean(p.argmax(axis=1) == y)), abs=1e-12)
+    assert per["model"]["log_loss"] != per["majority"]["log_loss"]
+    # a constant forecast cannot rank: AUC exactly 1/2, no IC
+    assert per["majority"]["direction_auc"] == 0.5 and per["majority"]["ic"] is None
+    assert per["volatility"]["long_hit_auc"] is not None
     for name in ("report.md", "evaluation.json", "calibration.png", "confusion.png"):
         assert (out / name).stat().st_size > 0
     assert "| log_loss |" in (out / "report.md").read_text()
