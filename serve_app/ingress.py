@@ -5,13 +5,10 @@
 import hmac
 import logging
 import time
-from datetime import datetime
 from typing import Annotated
 
-import pandas as pd
 from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -24,8 +21,15 @@ from common.errors import (
     UnknownSymbolError,
 )
 from features.calculator import BTC_SYMBOL, is_btc
-from features.candles import CANDLE_COLUMNS, validate_candles
 from mlsignals.settings import load_settings
+from serve_app.inputs import (
+    PathSymbol,
+    PredictRequest,
+    SafeJSONResponse,
+    candle_frame,
+    install_error_handlers,
+    json_safe_input,
+)
 from serve_app.model_meta import ModelMetaCache
 from signals.schema import Signal
 
@@ -36,44 +40,12 @@ _STATUS = {
 }
 
 
-class CandleIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    timestamp: datetime | int = Field(description="open time: ISO-8601 (naive = UTC) or epoch milliseconds")
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-
-
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    symbol: str = Field(min_length=2, max_length=20, pattern=r"^[A-Za-z0-9]+$", examples=["BTCUSDT"])
-    candles: list[CandleIn] | None = Field(None, description="1-minute candles, oldest first; default: the source")
-    btc_candles: list[CandleIn] | None = Field(None, description="BTC's candles over the same minutes (non-BTC)")
-
-    @field_validator("symbol")
-    @classmethod
-    def _upper(cls, v: str) -> str:
-        return v.upper()
-
-
-def _frame(rows: list[CandleIn], symbol: str) -> pd.DataFrame:
-    ts = [r.timestamp for r in rows]
-    index = (pd.to_datetime(ts, unit="ms", utc=True) if all(isinstance(t, int) for t in ts)
-             else pd.to_datetime([pd.Timestamp(t) for t in ts], utc=True))
-    df = pd.DataFrame([[getattr(r, c) for c in CANDLE_COLUMNS] for r in rows], columns=list(CANDLE_COLUMNS),
-                      index=pd.DatetimeIndex(index, name="timestamp"))
-    return validate_candles(df, symbol)
-
-
 app = FastAPI(
     title="mlsignals",
     description="Real-time ML trading signals (UnifiedPatchTST on 240+ technical features).",
     version="0.1.0",
 )
+install_error_handlers(app)  # any input value -> a 4xx naming field and rule (serve_app/inputs.py)
 
 
 _OPEN_PATHS = {"/healthz", "/readyz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
@@ -106,7 +78,7 @@ async def _guard(request: Request, call_next):
 @app.exception_handler(MLSignalsError)
 async def _typed_errors(_: Request, exc: MLSignalsError) -> JSONResponse:
     status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 422)
-    return JSONResponse({"detail": str(exc)}, status_code=status)
+    return SafeJSONResponse({"detail": json_safe_input(str(exc))}, status_code=status)
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=64)
@@ -133,11 +105,11 @@ class Ingress:
         if body.candles is not None:
             if len(body.candles) + len(body.btc_candles or []) > self.max_candles:
                 raise HTTPException(413, f"at most {self.max_candles} candles per request")
-            candles = {sym: _frame(body.candles, sym)}
+            candles = {sym: candle_frame(body.candles, sym)}
             if not is_btc(sym):
                 if not body.btc_candles:
                     raise MissingCrossAssetError(f"{sym}: cross-asset features need btc_candles over the same minutes")
-                candles[BTC_SYMBOL] = _frame(body.btc_candles, BTC_SYMBOL)
+                candles[BTC_SYMBOL] = candle_frame(body.btc_candles, BTC_SYMBOL)
         elif sym not in self.symbols:
             raise UnknownSymbolError(f"unknown symbol {sym}; served: {', '.join(sorted(self.symbols))}")
         t0 = time.perf_counter()
@@ -154,8 +126,8 @@ class Ingress:
         # what-ifs on the caller's candles are not (they would take the log slot of that minute).
         return await self.signals.handle.remote(fr, output, meta, error, publish=False, record=candles is None)
 
-    @app.get("/signals/latest/{symbol}", response_model=Signal, responses={404: {}})
-    async def latest(self, symbol: str, x_api_key: Annotated[str | None, Header()] = None) -> Signal:
+    @app.get("/signals/latest/{symbol}", response_model=Signal, responses={404: {}, 422: {}})
+    async def latest(self, symbol: PathSymbol, x_api_key: Annotated[str | None, Header()] = None) -> Signal:
         """The last signal delivered onto the stream for ``symbol``."""
         raw = await self.signals.latest.remote(symbol.upper())
         if raw is None:
