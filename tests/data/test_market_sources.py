@@ -37,11 +37,39 @@ def test_replay_maps_wall_minutes_to_consecutive_recorded_candles(shipped_candle
     assert btc.iloc[-1]["close"] == shipped_candles["BTCUSDT"].iloc[row]["close"]
 
 
-def test_replay_is_the_same_in_every_process(shipped_candles):
-    t = pd.Timestamp("2026-11-25 12:34", tz="UTC")
-    a = ReplaySource(shipped_candles, history=2000).get_candles("BTCUSDT", 10, end=t)
-    b = ReplaySource(shipped_candles, history=2000).get_candles("BTCUSDT", 10, end=t)
-    pd.testing.assert_frame_equal(a, b)
+_REPLAY_CHILD = """
+import json, sys
+import pandas as pd
+from features.sources.replay import ReplaySource
+src = ReplaySource.from_dir(sys.argv[1], history=2000)
+t = pd.Timestamp(sys.argv[2])
+print(json.dumps({s: [src.recorded_row(t), src.get_candles(s, 10, end=t)["close"].tolist()] for s in src.symbols()}))
+"""
+
+
+def test_replay_is_the_same_in_every_process(shipped_candles, tmp_path):
+    """Separate processes (scheduler, ingress, CLI), started at other times with other hash seeds,
+    see the same recorded candle for the same wall minute, and the same as this process."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import CANDLE_DIR
+
+    t = "2026-11-25T12:34:00+00:00"
+    children = [
+        subprocess.Popen([sys.executable, "-c", _REPLAY_CHILD, str(CANDLE_DIR / "bybit_linear_2025-06"), t],
+                         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        for seed in ("1", "2")
+    ]
+    seen = [json.loads(c.communicate(timeout=120)[0]) for c in children]
+    assert all(c.returncode == 0 for c in children)
+    here = ReplaySource(shipped_candles, history=2000)
+    ts = pd.Timestamp(t)
+    mine = {s: [here.recorded_row(ts), here.get_candles(s, 10, end=ts)["close"].tolist()] for s in here.symbols()}
+    assert seen[0] == seen[1] == mine
+    assert len(mine) == len(shipped_candles) and len({row for row, _ in mine.values()}) == 1
 
 
 def test_frame_source_end_and_unknown_symbol(shipped_candles):
