@@ -38,6 +38,7 @@ class TickReport:
     signals: dict[str, str] = field(default_factory=dict)  # symbol -> direction
     errors: dict[str, str] = field(default_factory=dict)  # symbol -> reason (still a NEUTRAL signal)
     seconds: float = 0.0
+    started_at: float = 0.0  # wall clock (epoch seconds): when the tick began, to place it in logs
 
 
 @serve.deployment(
@@ -150,7 +151,7 @@ class SignalScheduler:
         async with self._lock:
             tick_id = uuid.uuid4().hex[:12]
             t0 = time.perf_counter()
-            report = TickReport(tick_id, minute.isoformat())
+            report = TickReport(tick_id, minute.isoformat(), started_at=time.time())
             log.info("tick %s for %s: %d symbols", tick_id, minute.isoformat(), len(self.symbols))
             results: dict[str, FeatureResult] = await self.features.compute.remote(self.symbols, end=minute)
             preds = await asyncio.gather(*(self._predict(results[s], tick_id) for s in self.symbols))

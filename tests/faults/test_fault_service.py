@@ -75,7 +75,7 @@ class RedisServer:
 def app(ray_session, shipped_candles, tmp_path_factory):
     from ray import serve
 
-    from tests.faults.scripts.env_app import build_app_with_env
+    from serve_app.app import build_app
 
     tmp = tmp_path_factory.mktemp("faults")
     rs = RedisServer(free_port(), tmp, SECRETS["redis"])
@@ -102,7 +102,7 @@ def app(ray_session, shipped_candles, tmp_path_factory):
     port = free_port()
     serve.shutdown()  # our own HTTP port, whatever another module started
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app_with_env(str(cfg_path), env), name=APP, route_prefix="/")
+    serve.run(build_app({"config": str(cfg_path), "env": env}), name=APP, route_prefix="/")
     info = {"url": f"http://127.0.0.1:{port}", "redis": rs, "prefix": prefix, "db": db, "admin": admin,
             "pg_url": pg_url, "bundle": bundle, "tmp": tmp, "cfg": cfg_path, "env": env,
             "delivery": DeliveryConfig(prefix=prefix), "started": time.time()}
@@ -241,26 +241,31 @@ def test_schemathesis_finds_no_server_error_and_no_replica_dies(app):
 
 
 def test_mlmanager_killed_mid_tick_degrades_that_tick_only(app):
+    normal = call(app, "POST", "/tick").json()["seconds"]  # how long a tick of this minute takes
     outcomes = []
-    for delay in (0.0, 0.05):
+    for share in (0.1, 0.4):  # kill early and later in the tick
         result: dict = {}
         t = threading.Thread(target=lambda out=result: out.update(r=call(app, "POST", "/tick")))
         t.start()
-        time.sleep(delay)
+        time.sleep(0.05 + share * normal)
+        killed_at = time.time()
         old = kill_replica("MLManager")
         t.join(120)
         r = result["r"]
         assert r.status_code == 200, r.text  # the tick itself survives
         report = r.json()
+        # the kill landed inside this tick, and the tick's model calls felt it
+        assert report["started_at"] < killed_at < report["started_at"] + report["seconds"], (killed_at, report)
+        assert report["errors"], report
         assert set(report["signals"]) == set(SYMBOLS)
         assert all(d in ("LONG", "SHORT", "NEUTRAL") for d in report["signals"].values()), report
         for sym, err in report["errors"].items():  # degraded symbols are NEUTRAL and say why
             assert report["signals"][sym] == "NEUTRAL" and sym in err, report
-        outcomes.append((delay, round(report["seconds"], 2), len(report["errors"])))
+        outcomes.append((share, round(report["seconds"], 2), len(report["errors"])))
         wait_replaced("MLManager", old)
         after = call(app, "POST", "/tick").json()
         assert after["errors"] == {}, after  # the restarted replica serves the next tick
-    print(f"killed ticks (kill delay s, tick s, degraded symbols): {outcomes}")
+    print(f"normal tick {normal:.2f}s; killed ticks (kill at share, tick s, degraded symbols): {outcomes}")
     status = call(app, "GET", "/readyz").json()["scheduler"]
     assert status["loop_alive"] is True
 
@@ -295,9 +300,9 @@ def test_bad_bundles_are_refused_and_the_serving_model_stays(app, shipped_candle
 
 
 def _app_with_model(app, model_path: str | None):
-    from tests.faults.scripts.env_app import build_app_with_env
+    from serve_app.app import build_app
 
-    return build_app_with_env(str(app["cfg"]), app["env"], ml_user_config={"model_path": model_path})
+    return build_app({"config": str(app["cfg"]), "env": app["env"], "ml_user_config": {"model_path": model_path}})
 
 
 def test_scheduler_killed_neither_fires_a_minute_twice_nor_skips_one(app):
@@ -307,7 +312,18 @@ def test_scheduler_killed_neither_fires_a_minute_twice_nor_skips_one(app):
     wait_replaced("SignalScheduler", old)
     done = wait_ledger_past(app, minute)
     print(f"scheduler killed after {minute}; restarted; next completed {done}")
-    # the stream check at the end of the module covers twice/skip for every minute
+    # on its own (the module's final check covers every minute again): from the last minute
+    # before the kill to the first after the restart, every symbol's minutes are on the stream
+    # once each, none missing
+    import pandas as pd
+
+    wait_delivered(app)
+    window = list(pd.date_range(pd.Timestamp(minute), pd.Timestamp(done), freq="1min"))
+    entries = stream(app)
+    for sym in SYMBOLS:
+        got = sorted(t for t in (pd.Timestamp(e["sig"]["bar_time"]) for e in entries if e["symbol"] == sym)
+                     if window[0] <= t <= window[-1])
+        assert got == window, f"{sym}: stream minutes {got}, ledger window {window}"
 
 
 def test_database_down_predictions_and_publishing_continue(app):
