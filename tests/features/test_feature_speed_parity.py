@@ -115,8 +115,18 @@ def test_replaced_pandas_ta_calls_equal_pandas_ta_on_real_candles(sym, period, n
 
 
 def test_the_cmf_epsilon_case_is_exercised():
+    """On bars with a flat one (high == low) cmf takes pandas-ta's epsilon branch: its values
+    equal pandas-ta's, where the plain formula (no epsilon) has no value at all."""
     ctx = _ctx(*CASES[len(SYMBOLS)])
-    assert (ctx.h == ctx.l).any(), "no flat bar: pick candles that have one"
+    flat = ctx.h == ctx.l
+    assert flat.any(), "no flat bar: pick candles that have one"
+    h, lo, c, v = (pd.Series(a) for a in (ctx.h, ctx.l, ctx.c, ctx.v))
+    got = INDICATORS["cmf"](ctx, n=20)
+    _close(got, ta.cmf(h, lo, c, v, length=20), len(h), exact=False)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plain = ((2 * c - (h + lo)) * (v / (h - lo))).rolling(20).sum() / v.rolling(20).sum()
+    hit = np.isfinite(got) & ~np.isfinite(plain.to_numpy())  # rows the epsilon branch decided
+    assert hit.sum() > 0
 
 
 @pytest.mark.parametrize("minutes", [1, 5, 15, 60])
