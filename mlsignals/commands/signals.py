@@ -57,42 +57,70 @@ def register(app: typer.Typer) -> None:
         """Read signals through a consumer group, acknowledge and print them."""
         import redis
 
-        from common.db import make_engine
-        from signals.consumer import SignalConsumer
-        from signals.paper import PaperTracker
-        from signals.redis_conn import connect_redis, mask_url
+        from signals.redis_conn import mask_url
 
         if paper and not candles:
             fail("--paper needs --candles FILE... (1-minute candles covering the signals' horizons)")
         delivery, r_url, db_url, embedded = _connections(redis_url, database_url)
         if prefix:
             delivery = delivery.model_copy(update={"prefix": prefix})
-        candle_map = load_candle_files(candles) if paper else {}
-        tracker = PaperTracker(make_engine(db_url)) if paper else None
-        reader = SignalConsumer(connect_redis(r_url, embedded), delivery, group_name, consumer)
-        seen = 0
+        tracker, candle_map = _paper(candles, db_url) if paper else (None, {})
+        reader = _reader(r_url, embedded, delivery, group_name, consumer)
         try:
-            while count <= 0 or seen < count:
-                batch = reader.read(count=min(100, count - seen) if count > 0 else 100, block_ms=block_ms)
-                if not batch:
-                    if exit_when_idle:
-                        break
-                    continue
-                for _, sig in batch:
-                    print(sig.model_dump_json() if as_json else _line(sig), flush=True)
-                    if tracker:
-                        tracker.track(sig)
-                reader.ack([entry_id for entry_id, _ in batch])
-                seen += len(batch)
-                if tracker:
-                    for res in tracker.update(candle_map):
-                        out = {"paper": res.outcome, "signal_id": res.signal_id, "symbol": res.symbol,
-                               "return": round(res.return_frac, 6), "exit_time": res.exit_time.isoformat()}
-                        print(json.dumps(out) if as_json else
-                              f"  paper {res.symbol} {res.outcome} return={res.return_frac:+.4%}", flush=True)
+            _consume(reader, tracker, candle_map, count, block_ms, exit_when_idle, as_json)
         except redis.ConnectionError as exc:
             fail(f"redis at {mask_url(r_url)} unreachable: {exc}")
-        if tracker and as_json is False and tracker.open:
-            print(f"{len(tracker.open)} signal(s) still open (candles end before their expiry)")
-        if tracker and as_json:
-            print(json.dumps({"paper_open": len(tracker.open)}))
+        if tracker is not None:
+            _print_open(tracker, as_json)
+
+
+def _reader(r_url: str | None, embedded: str, delivery, group_name: str, consumer: str):
+    from signals.consumer import SignalConsumer
+    from signals.redis_conn import connect_redis
+
+    return SignalConsumer(connect_redis(r_url, embedded), delivery, group_name, consumer)
+
+
+def _paper(candles: list[Path], db_url: str):
+    """(tracker, candles by symbol) for --paper."""
+    from common.db import make_engine
+    from signals.paper import PaperTracker
+
+    candle_map = load_candle_files(candles)
+    return PaperTracker(make_engine(db_url)), candle_map
+
+
+def _consume(reader, tracker, candle_map: dict, count: int, block_ms: int, exit_when_idle: bool,
+             as_json: bool) -> None:
+    """Read, print, track and acknowledge batches until ``count`` signals (or the first empty
+    read with ``exit_when_idle``)."""
+    seen = 0
+    while count <= 0 or seen < count:
+        batch = reader.read(count=min(100, count - seen) if count > 0 else 100, block_ms=block_ms)
+        if not batch:
+            if exit_when_idle:
+                break
+            continue
+        for _, sig in batch:
+            print(sig.model_dump_json() if as_json else _line(sig), flush=True)
+            if tracker:
+                tracker.track(sig)
+        reader.ack([entry_id for entry_id, _ in batch])
+        seen += len(batch)
+        if tracker:
+            _print_paper_results(tracker.update(candle_map), as_json)
+
+
+def _print_paper_results(results, as_json: bool) -> None:
+    for res in results:
+        out = {"paper": res.outcome, "signal_id": res.signal_id, "symbol": res.symbol,
+               "return": round(res.return_frac, 6), "exit_time": res.exit_time.isoformat()}
+        print(json.dumps(out) if as_json else
+              f"  paper {res.symbol} {res.outcome} return={res.return_frac:+.4%}", flush=True)
+
+
+def _print_open(tracker, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"paper_open": len(tracker.open)}))
+    elif tracker.open:
+        print(f"{len(tracker.open)} signal(s) still open (candles end before their expiry)")
