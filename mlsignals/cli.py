@@ -22,7 +22,7 @@ app = typer.Typer(
 
 # Command modules, in help order. A module that is not there yet is skipped, so the CLI
 # works while later parts of the pipeline are being built.
-_COMMAND_MODULES = ("data", "features", "train", "evaluate", "predict", "backtest", "signals")
+_COMMAND_MODULES = ("data", "features", "train", "cv", "evaluate", "policy", "predict", "backtest", "signals")
 
 
 def _register_all() -> None:

@@ -22,6 +22,7 @@ from features.sources.base import MarketDataSource, last_closed_minute
 from model.contract import ModelOutput, TargetSpec
 from model.feature_stats import FeatureStats
 from signals.config import SignalConfig
+from signals.policy import TradingPolicy
 from signals.prediction_log import PredictionLog, summarize_features
 from signals.processor import MLSignalProcessor
 from signals.publisher import SignalPublisher
@@ -197,11 +198,12 @@ class ModelMeta:
     target_spec: TargetSpec
     feature_names: list[str]
     feature_stats: FeatureStats | None = None
+    policy: dict | None = None  # the bundle's validated trading policy (signals.policy), raw JSON
 
     @classmethod
     def of(cls, engine) -> ModelMeta:
         return cls(engine.model_version, engine.spec_hash, engine.target_spec, list(engine.feature_names),
-                   engine.feature_stats)
+                   engine.feature_stats, getattr(engine.bundle, "policy", None))
 
 
 class SignalSink:
@@ -221,7 +223,8 @@ class SignalSink:
     def _processor(self, meta: ModelMeta) -> MLSignalProcessor:
         p = self._processors.get(meta.model_version)
         if p is None:
-            p = self._processors[meta.model_version] = MLSignalProcessor(self.config, meta.target_spec)
+            policy = TradingPolicy.from_dict(meta.policy) if meta.policy else None
+            p = self._processors[meta.model_version] = MLSignalProcessor(self.config, meta.target_spec, policy)
         return p
 
     def handle(

@@ -62,7 +62,11 @@ class Baselines:
     boosters: list[lgb.Booster] = field(default_factory=list)
 
     @classmethod
-    def fit(cls, inp: BaselineInputs, t: LabelledTargets, seed: int, lgbm_rounds: int = 150) -> Baselines:
+    def fit(
+        cls, inp: BaselineInputs, t: LabelledTargets, seed: int, lgbm_rounds: int = 150, only_volatility: bool = False
+    ) -> Baselines:
+        """Fit every baseline (``only_volatility``: majority, last-return and volatility only -
+        what cross-validation compares against, without the slow logistic/LightGBM fits)."""
         n_h = t.direction.shape[1]
         shares = np.stack([np.bincount(t.direction[:, i], minlength=3) / len(t) for i in range(n_h)])
         sign = (inp.last_ret > 0).astype(int)
@@ -90,6 +94,8 @@ class Baselines:
             vol["long_share"].append(float((y[moved] == LONG).mean()) if moved.any() else 0.5)
             vol["long_hit"].append(_binary_logistic(vz, t.long_hit[:, i].astype(int), seed))
             vol["short_hit"].append(_binary_logistic(vz, t.short_hit[:, i].astype(int), seed))
+            if only_volatility:
+                continue
             lr = LogisticRegression(C=0.05, max_iter=300, random_state=seed).fit(inp.feat_scaled, y)
             coef = np.zeros((3, inp.feat_scaled.shape[1]))
             icpt = np.full(3, -30.0)  # a class never seen in training gets ~0 probability
@@ -114,7 +120,9 @@ class Baselines:
                 "verbose": -1,
             }
             boosters.append(lgb.train(params, ds, num_boost_round=lgbm_rounds))
-        params = {"majority": shares.tolist(), "last_return": table.tolist(), "volatility": vol, "logistic": logistic}
+        params = {"majority": shares.tolist(), "last_return": table.tolist(), "volatility": vol}
+        if not only_volatility:
+            params["logistic"] = logistic
         return cls(params, boosters)
 
     def forecasts(self, inp: BaselineInputs) -> dict[str, Forecast]:
@@ -145,6 +153,8 @@ class Baselines:
             c, b = v["short_hit"][i]
             sh[:, i] = _sigmoid(vz @ np.asarray(c) + b)
         out["volatility"] = Forecast(d, long_hit=lh, short_hit=sh)
+        if "logistic" not in p:
+            return out
         lr = np.stack(
             [_softmax(inp.feat_scaled @ np.asarray(m["coef"]).T + np.asarray(m["intercept"])) for m in p["logistic"]],
             axis=1,

@@ -34,6 +34,7 @@ WEIGHTS = "weights.safetensors"
 PREPROCESSING = "preprocessing.npz"
 CONFIG = "config.json"
 METRICS = "metrics.json"
+POLICY = "policy.json"  # the validated trading policy (signals.policy); optional
 MANIFEST = "manifest.json"
 REQUIRED = (WEIGHTS, PREPROCESSING, CONFIG, METRICS)
 
@@ -65,6 +66,8 @@ def verify_manifest(root: Path) -> None:
     for name in REQUIRED:
         if name not in sums:
             raise ArtifactError(f"{mpath}: {name} is not listed; the bundle is incomplete")
+    if (root / POLICY).exists() and POLICY not in sums:
+        raise ArtifactError(f"{mpath}: {POLICY} is present but not signed by the manifest")
     for name, expected in sums.items():
         p = root / name
         if not p.exists():
@@ -89,6 +92,8 @@ class Bundle:
     metrics: dict[str, Any]
     config: dict[str, Any]
     model_version: str
+    # the validated trading policy (signals.policy), raw JSON; None when the bundle has none
+    policy: dict[str, Any] | None = None
 
     @property
     def context_length(self) -> int:
@@ -177,8 +182,17 @@ def load_bundle(path: str | Path, spec_hash: str | None = None) -> Bundle:
     except (RuntimeError, ValueError) as exc:
         raise ArtifactError(f"{root / WEIGHTS}: weights do not fit the model config ({exc})") from None
     model.eval()
-    # the bundle's name is its folder (models/<name>/), so a copied bundle is named where it lies
+    policy = None
+    if (root / POLICY).exists():  # optional, but listed in the manifest when present
+        try:
+            policy = json.loads((root / POLICY).read_text())
+        except ValueError as exc:
+            raise ArtifactError(f"{root / POLICY}: unreadable policy ({exc})") from None
+    # the bundle's name is its folder (models/<name>/), so a copied bundle is named where it lies;
+    # a validated policy changes the signals, so it is part of the version (and of signal ids)
     version = f"{root.name}-{sha256_file(root / WEIGHTS)[:8]}"
+    if policy is not None:
+        version += f"-p{sha256_file(root / POLICY)[:6]}"
     return Bundle(
         root,
         root.name,
@@ -192,4 +206,13 @@ def load_bundle(path: str | Path, spec_hash: str | None = None) -> Bundle:
         metrics,
         config,
         version,
+        policy,
     )
+
+
+def write_policy(root: Path, policy: dict[str, Any]) -> None:
+    """Add (or replace) the bundle's validated policy and re-sign the manifest. The bundle is
+    verified first, so a tampered bundle is never re-signed."""
+    verify_manifest(root)
+    (root / POLICY).write_text(json.dumps(policy, indent=2) + "\n")
+    write_manifest(root)

@@ -29,6 +29,7 @@ import numpy as np
 N_HORIZONS = 4
 DIRECTIONS: tuple[str, str, str] = ("LONG", "SHORT", "FLAT")
 N_CLASSES = len(DIRECTIONS)
+LONG_INDEX, SHORT_INDEX, FLAT_INDEX = 0, 1, 2  # positions of DIRECTIONS in every class axis
 
 # Slices of the raw tensor's last dimension.
 RETURNS = slice(0, 4)
@@ -46,12 +47,24 @@ class TargetSpec:
     horizons: in bars of ``bar_minutes`` minutes (reference: 1, 4, 16, 48 bars of 15 min).
     flat_bands: per horizon, |return| below this fraction is FLAT.
     levels: per horizon, the long/short level distance as a fraction of close(t).
+    abs_move_flat / abs_move_moved: per horizon, the mean |return| of FLAT and of non-FLAT
+    training rows, so a class distribution also gives an expected absolute move
+    (``expected_abs_move``); None in bundles trained before they were recorded.
     """
 
     bar_minutes: int = 15
     horizons: tuple[int, int, int, int] = (1, 4, 16, 48)
     flat_bands: tuple[float, float, float, float] = (0.001, 0.002, 0.004, 0.007)
     levels: tuple[float, float, float, float] = (0.002, 0.004, 0.008, 0.014)
+    abs_move_flat: tuple[float, float, float, float] | None = None
+    abs_move_moved: tuple[float, float, float, float] | None = None
+
+    def expected_abs_move(self, direction_probs: np.ndarray) -> np.ndarray | None:
+        """[..., 4, 3] class probabilities -> [..., 4] expected |return| (None if not recorded)."""
+        if self.abs_move_flat is None or self.abs_move_moved is None:
+            return None
+        p_flat = np.asarray(direction_probs)[..., FLAT_INDEX]
+        return p_flat * np.asarray(self.abs_move_flat) + (1 - p_flat) * np.asarray(self.abs_move_moved)
 
     def __post_init__(self) -> None:
         for name in ("horizons", "flat_bands", "levels"):
@@ -85,6 +98,8 @@ class TargetSpec:
             "horizons": list(self.horizons),
             "flat_bands": list(self.flat_bands),
             "levels": list(self.levels),
+            **({"abs_move_flat": list(self.abs_move_flat)} if self.abs_move_flat is not None else {}),
+            **({"abs_move_moved": list(self.abs_move_moved)} if self.abs_move_moved is not None else {}),
         }
 
     @classmethod
@@ -94,6 +109,8 @@ class TargetSpec:
             horizons=tuple(int(x) for x in d["horizons"]),
             flat_bands=tuple(float(x) for x in d["flat_bands"]),
             levels=tuple(float(x) for x in d["levels"]),
+            abs_move_flat=tuple(float(x) for x in d["abs_move_flat"]) if "abs_move_flat" in d else None,
+            abs_move_moved=tuple(float(x) for x in d["abs_move_moved"]) if "abs_move_moved" in d else None,
         )
 
 

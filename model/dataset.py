@@ -178,12 +178,14 @@ def calendar_split(
 
 
 def calendar_folds(pool: AnchorPool, k: int) -> list[Window]:
-    """``k`` contiguous calendar blocks holding about equal numbers of valid anchors."""
-    t = np.sort(pool.times[pool.valid].asi8)
-    edges = np.quantile(t, np.linspace(0, 1, k + 1))
+    """``k`` contiguous calendar blocks of equal length from the first to the last valid anchor
+    (a block with no anchors - a hole in the data - is dropped)."""
+    t = pool.times[pool.valid]
+    edges = pd.date_range(t.min(), t.max(), periods=k + 1)
     folds = []
     for i in range(k):
-        lo = pd.Timestamp(int(edges[i]), tz="UTC")
-        hi = pd.Timestamp(int(edges[i + 1]), tz="UTC")
-        folds.append(Window(lo, hi if i == k - 1 else hi - pd.Timedelta(minutes=1)))
+        hi = edges[i + 1] if i == k - 1 else edges[i + 1] - pd.Timedelta(minutes=1)
+        w = Window(edges[i], hi)
+        if ((t >= w.start) & (t <= w.end)).any():
+            folds.append(w)
     return folds

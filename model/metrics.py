@@ -116,3 +116,39 @@ def score_all(f: Forecast, t: LabelledTargets, horizons: tuple[int, ...]) -> dic
 def class_shares(t: LabelledTargets) -> np.ndarray:
     """[4, 3] share of each class per horizon."""
     return np.stack([np.bincount(t.direction[:, i], minlength=3) / len(t) for i in range(t.direction.shape[1])])
+
+
+def row_log_loss(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per-row cross-entropy of class probabilities p [N, 3] for outcomes y [N]."""
+    return -np.log(np.clip(p[np.arange(len(y)), y], EPS, 1.0))
+
+
+def bootstrap_mean_ci(
+    values: np.ndarray, groups: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``values`` and a block-bootstrap confidence interval, resampling whole ``groups``
+    (e.g. days: neighbouring anchors share most of their future, so rows are not independent)."""
+    values = np.asarray(values, dtype=np.float64)
+    _, g = np.unique(groups, return_inverse=True)
+    n_g = int(g.max()) + 1
+    sums = np.bincount(g, weights=values, minlength=n_g)
+    counts = np.bincount(g, minlength=n_g).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, n_g, size=(n_boot, n_g))
+    boot = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
+    lo, hi = np.quantile(boot, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(values.mean()), float(lo), float(hi)
+
+
+def log_loss_difference(
+    model: Forecast, base: Forecast, t: LabelledTargets, days: np.ndarray, horizons: tuple[int, ...]
+) -> dict[str, dict[str, float]]:
+    """Per horizon: model minus baseline direction log-loss (negative = the model is better),
+    with a 95 % day-block bootstrap interval."""
+    out = {}
+    for i, h in enumerate(horizons):
+        y = t.direction[:, i]
+        d = row_log_loss(model.direction[:, i], y) - row_log_loss(base.direction[:, i], y)
+        mean, lo, hi = bootstrap_mean_ci(d, days, seed=i)
+        out[f"h{h}"] = {"diff": mean, "ci_low": lo, "ci_high": hi}
+    return out

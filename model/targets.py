@@ -135,13 +135,18 @@ def derive_target_spec(
     flat band h = ``flat_quantile`` of |ret_h| (so about that share of training rows is FLAT);
     level h = ``level_quantile`` of the favourable excursions of both sides (up and down pooled).
     """
-    bands, levels = [], []
+    bands, levels, flat_moves, moved_moves = [], [], [], []
     for h in horizons:
         r = raw_train[f"ret_h{h}"].dropna().to_numpy()
         ex = np.concatenate([raw_train[f"up_h{h}"].dropna().to_numpy(), raw_train[f"down_h{h}"].dropna().to_numpy()])
         if r.size == 0 or ex.size == 0:
             raise ValueError(f"no complete training targets for horizon {h}")
-        bands.append(float(f"{np.quantile(np.abs(r), flat_quantile):.6g}"))
+        band = float(f"{np.quantile(np.abs(r), flat_quantile):.6g}")
+        bands.append(band)
         levels.append(float(f"{max(np.quantile(ex, level_quantile), 1e-6):.6g}"))
+        a = np.abs(r)
+        flat_moves.append(float(f"{a[a <= band].mean():.6g}"))
+        moved_moves.append(float(f"{a[a > band].mean():.6g}") if (a > band).any() else band)
     assert len(bands) == N_HORIZONS
-    return TargetSpec(bar_minutes=bar_minutes, horizons=tuple(horizons), flat_bands=tuple(bands), levels=tuple(levels))
+    return TargetSpec(bar_minutes=bar_minutes, horizons=tuple(horizons), flat_bands=tuple(bands), levels=tuple(levels),
+                      abs_move_flat=tuple(flat_moves), abs_move_moved=tuple(moved_moves))

@@ -113,11 +113,13 @@ def train_bundle(
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
     series = series if series is not None else load_training_series(cfg, data_dir)
-    names = list(FEATURE_NAMES)
+    width = series[0].features.shape[1]
+    # synthetic series (tests) have their own width; their columns are named by position
+    names = list(FEATURE_NAMES) if width == len(FEATURE_NAMES) else [f"f{i}" for i in range(width)]
     model_overrides = dict(cfg.model)
-    if "base_inputs" not in model_overrides and series and series[0].features.shape[1] == len(names):
+    if "base_inputs" not in model_overrides and width == len(FEATURE_NAMES):
         model_overrides["base_inputs"] = base_input_indices(names)
-    mcfg = ModelConfig(n_features=series[0].features.shape[1], **model_overrides)
+    mcfg = ModelConfig(n_features=width, **model_overrides)
     pool = AnchorPool.build(series, mcfg.context_length, cfg.bar_minutes)
     longest = max(cfg.horizons) * cfg.bar_minutes
     train_rows, val_rows, split = calendar_split(pool, test_windows(cfg), cfg.val_fraction, longest, cfg.embargo_minutes)

@@ -11,11 +11,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Strategy = Literal["conservative", "moderate", "aggressive"]
+Strategy = Literal["validated", "conservative", "moderate", "aggressive"]
 
 # Thresholds per preset. Confidence is the weighted vote probability of the chosen direction
 # (3 classes, so 1/3 is chance); entropy is normalised to [0, 1] (1 = uniform).
 _PRESETS: dict[str, dict[str, Any]] = {
+    # trades only what the bundle's validated policy (signals.policy) allows; the vote
+    # thresholds below are not used by it, the level rules are
+    "validated": {
+        "min_confidence": 0.45,
+        "min_agreement": 0.60,
+        "min_quality": 0.50,
+        "max_entropy": 0.93,
+        "sl_atr_mult": 1.5,
+        "tp_atr_mult": 2.5,
+    },
     "conservative": {
         "min_confidence": 0.55,
         "min_agreement": 0.75,
@@ -52,7 +62,7 @@ class SignalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    strategy: Strategy = "moderate"
+    strategy: Strategy = "validated"
     horizon_weights: tuple[float, float, float, float] = (0.15, 0.25, 0.30, 0.30)
     min_confidence: float = Field(0.45, ge=0.0, le=1.0)
     min_agreement: float = Field(0.60, ge=0.0, le=1.0)
@@ -72,6 +82,10 @@ class SignalConfig(BaseModel):
     tp_min: float = Field(0.003, gt=0.0, lt=1.0)
     tp_max: float = Field(0.10, gt=0.0, lt=1.0)
     expiry_minutes: tuple[int, int, int, int] | None = None
+    # costs per side (bps of price) the hand-set presets subtract from the model's expected return
+    # to state a signal's expected net edge; the validated policy carries its own
+    fee_bps: float = Field(4.0, ge=0.0)
+    slippage_bps: float = Field(1.0, ge=0.0)
 
     @model_validator(mode="after")
     def _consistent(self) -> SignalConfig:

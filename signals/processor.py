@@ -14,6 +14,12 @@ Steps for one symbol at one bar:
 5. levels: SL/TP distances from ATR multiples, predicted drawdown/rally and level-hit
    probabilities, clamped to [sl_min, sl_max] / [tp_min, tp_max], priced from ``entry``.
 
+The ``validated`` strategy replaces steps 2-4 by the bundle's validated policy
+(``signals.policy``): per horizon, LONG/SHORT only when that horizon was net-positive after
+costs on validation and P(LONG) - P(SHORT) clears its validated margin; otherwise NEUTRAL with
+"no validated edge" or the margin it missed. Every signal (NEUTRAL included, whenever the model
+produced a usable output) carries the calibrated move forecast per horizon.
+
 ``process`` never raises: whatever goes wrong becomes a NEUTRAL signal with the reason.
 """
 
@@ -29,7 +35,8 @@ from model.contract import N_CLASSES, N_HORIZONS, ModelOutput, TargetSpec
 from model.feature_stats import FeatureStats
 from signals.config import SignalConfig
 from signals.ood import check_row
-from signals.schema import Direction, Signal, signal_id
+from signals.policy import TradingPolicy
+from signals.schema import Direction, HorizonForecast, Signal, signal_id
 
 LONG, SHORT, FLAT = 0, 1, 2  # column order of ModelOutput.direction_probs (contract DIRECTIONS)
 _LN3 = math.log(N_CLASSES)
@@ -61,9 +68,10 @@ class Vote:
 class MLSignalProcessor:
     """Turns one ModelOutput into one Signal under a SignalConfig (plain class, no Ray)."""
 
-    def __init__(self, config: SignalConfig, target_spec: TargetSpec) -> None:
+    def __init__(self, config: SignalConfig, target_spec: TargetSpec, policy: TradingPolicy | None = None) -> None:
         self.config = config
         self.spec = target_spec
+        self.policy = policy
         w = np.asarray(config.horizon_weights, dtype=np.float64)
         self._weights = w / w.sum()
         self._levels = np.asarray(target_spec.levels, dtype=np.float64)
@@ -138,6 +146,9 @@ class MLSignalProcessor:
         problem = self._malformed(output)
         if problem:
             return self._neutral(entry, [problem], None, **base)
+        base["forecast"] = self.forecast(output)
+        if self.config.strategy == "validated":
+            return self._validated(output, entry, atr, features_last_row, feature_stats, base)
 
         v = self.vote(output)
         c = self.config
@@ -176,9 +187,74 @@ class MLSignalProcessor:
         if not (ordered and sl > 0 and tp > 0 and math.isfinite(sl) and math.isfinite(tp)):
             return self._neutral(entry, [f"levels collapse at entry {entry!r}"] + reasons, v, **base)
         reasons.append(f"sl={sl_frac:.4f} tp={tp_frac:.4f} of entry (atr={atr_frac:.4f})")
+        net = v.edge - 2e-4 * (c.fee_bps + c.slippage_bps)  # round trip: both sides
         return self._signal(
-            entry, v.direction, v.confidence, v.quality, sl, tp, v.horizon_index, reasons, **base
+            entry, v.direction, v.confidence, v.quality, sl, tp, v.horizon_index, reasons, expected_edge=net, **base
         )
+
+    def forecast(self, output: ModelOutput) -> list[HorizonForecast]:
+        """The calibrated move forecast of every horizon."""
+        p = output.direction_probs
+        abs_move = self.spec.expected_abs_move(p)
+        return [
+            HorizonForecast(
+                horizon=horizon_label(self._horizon_minutes[k]),
+                p_long=float(p[k, LONG]), p_short=float(p[k, SHORT]),
+                p_move=float(np.clip(p[k, LONG] + p[k, SHORT], 0.0, 1.0)),
+                band=float(self.spec.flat_bands[k]),
+                expected_abs_move=None if abs_move is None else float(abs_move[k]),
+                expected_return=float(output.returns[k]), level=float(self._levels[k]),
+                p_long_level=float(output.long_hit[k]), p_short_level=float(output.short_hit[k]),
+            )
+            for k in range(N_HORIZONS)
+        ]
+
+    def _validated(self, output: ModelOutput, entry: float, atr, row, stats, base: dict) -> Signal:
+        """The ``validated`` strategy: trade a horizon only where the bundle's policy found an
+        edge after costs on validation, and only above that horizon's validated margin."""
+        pol = self.policy
+        if pol is None:
+            return self._neutral(entry, ["no validated edge: the model bundle has no validated policy "
+                                         "(`mlsignals policy` writes one)"], None, **base)
+        p = output.direction_probs
+        margin = p[:, LONG] - p[:, SHORT]
+        labels = [horizon_label(m) for m in self._horizon_minutes]
+        if not pol.any_enabled:
+            return self._neutral(entry, ["no validated edge: no horizon of this model was net-positive after "
+                                         f"{pol.fee_bps:g} bps fees + {pol.slippage_bps:g} bps slippage on validation"],
+                                 None, **base)
+        ratios = {k: abs(margin[k]) / max(h.min_margin or 0.0, 1e-9)
+                  for k, h in enumerate(pol.horizons) if h.enabled}
+        passing = {k: r for k, r in ratios.items() if r >= 1.0}
+        failed = self._ood_reasons(row, stats)
+        if not passing:
+            failed.append("below the validated margin: " + ", ".join(
+                f"{labels[k]} |P(L)-P(S)|={abs(margin[k]):.4f} < {pol.horizons[k].min_margin:.4f}" for k in ratios))
+        if failed:
+            disabled = [labels[k] for k, h in enumerate(pol.horizons) if not h.enabled]
+            extra = [f"no validated edge at {', '.join(disabled)}"] if disabled else []
+            return self._neutral(entry, failed + extra, None, **base)
+        k = max(passing, key=passing.get)
+        cand = LONG if margin[k] > 0 else SHORT
+        sign = 1.0 if cand == LONG else -1.0
+        q = np.clip(p[k], 1e-12, 1.0)
+        hp = pol.horizons[k]
+        v = Vote(Direction.LONG if cand == LONG else Direction.SHORT, p[k], float(p[k, cand]), 1.0,
+                 float(-(q * np.log(q)).sum() / _LN3), float(sign * output.returns[k]),
+                 float(np.clip(0.5 * passing[k], 0.0, 1.0)), k)  # quality 1 at twice the margin
+        atr_frac = atr / entry if atr is not None and math.isfinite(atr) and atr > 0 else 0.0
+        sl_frac, tp_frac = self._level_fractions(output, v, atr_frac)
+        sl, tp = (entry * (1.0 - sl_frac), entry * (1.0 + tp_frac)) if cand == LONG else (
+            entry * (1.0 + sl_frac), entry * (1.0 - tp_frac))
+        if not (min(sl, tp) > 0 and math.isfinite(sl) and math.isfinite(tp)):
+            return self._neutral(entry, [f"levels collapse at entry {entry!r}"], v, **base)
+        reasons = [
+            f"validated {labels[k]}: P(L)-P(S)={margin[k]:+.4f} beyond {hp.min_margin:.4f} "
+            f"(validation: {hp.val_trades} trades, mean net {hp.val_mean_net:+.5f}, t={hp.val_t:.2f})",
+            f"sl={sl_frac:.4f} tp={tp_frac:.4f} of entry (atr={atr_frac:.4f})",
+        ]
+        return self._signal(entry, v.direction, v.confidence, v.quality, sl, tp, k, reasons,
+                            expected_edge=hp.val_mean_net, **base)
 
     @staticmethod
     def _malformed(output: ModelOutput) -> str | None:
@@ -257,7 +333,7 @@ class MLSignalProcessor:
 
     def _signal(
         self, entry, direction, confidence, strength, sl, tp, k, reasons, *,
-        symbol, bar_time, model_version, feature_spec_hash, now,
+        symbol, bar_time, model_version, feature_spec_hash, now, forecast=None, expected_edge=None,
     ) -> Signal:
         # bar_time is the open of the last closed minute: the information is complete at +1 min.
         expires = bar_time + timedelta(minutes=1 + self._expiry[k])
@@ -267,4 +343,5 @@ class MLSignalProcessor:
             entry=entry, stop_loss=sl, take_profit=tp, horizon=horizon_label(self._horizon_minutes[k]),
             bar_time=bar_time, created_at=now, expires_at=expires, model_version=model_version,
             feature_spec_hash=feature_spec_hash, reasons=reasons,
+            expected_edge=None if direction is Direction.NEUTRAL else expected_edge, forecast=forecast or [],
         )

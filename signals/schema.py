@@ -25,6 +25,26 @@ def signal_id(symbol: str, bar_time: datetime, model_version: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
+class HorizonForecast(BaseModel):
+    """The calibrated move forecast of one model horizon: what the model knows about how far the
+    price goes, whichever way. Probabilities are calibrated on validation (model.calibration)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    horizon: str = Field(description="e.g. '15m', '1h'")
+    p_long: float = Field(ge=0.0, le=1.0, description="P(return > +band)")
+    p_short: float = Field(ge=0.0, le=1.0, description="P(return < -band)")
+    p_move: float = Field(ge=0.0, le=1.0, description="P(|return| > band) = p_long + p_short")
+    band: float = Field(ge=0.0, description="FLAT band as a fraction of entry")
+    expected_abs_move: float | None = Field(
+        default=None, ge=0.0, description="expected |return| over the horizon (fraction); None for older bundles"
+    )
+    expected_return: float = Field(description="the return head's forecast (fraction)")
+    level: float = Field(ge=0.0, description="long/short level distance (fraction of entry)")
+    p_long_level: float = Field(ge=0.0, le=1.0, description="P(high reaches entry * (1 + level))")
+    p_short_level: float = Field(ge=0.0, le=1.0, description="P(low reaches entry * (1 - level))")
+
+
 class Signal(BaseModel):
     """One trading signal. Prices are in quote currency; times are UTC."""
 
@@ -47,6 +67,14 @@ class Signal(BaseModel):
     model_version: str
     feature_spec_hash: str
     reasons: list[str] = Field(default_factory=list, description="why; for NEUTRAL why not")
+    expected_edge: float | None = Field(
+        default=None,
+        description="expected net return per trade after fees and slippage (fraction) that the signal was "
+        "issued on: the validated policy's figure for its horizon; None for NEUTRAL",
+    )
+    forecast: list[HorizonForecast] = Field(
+        default_factory=list, description="per model horizon, the calibrated move forecast (NEUTRAL included)"
+    )
 
     @model_validator(mode="after")
     def _levels_on_the_right_side(self) -> Signal:

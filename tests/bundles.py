@@ -16,6 +16,7 @@ from model.config import ModelConfig
 from model.contract import TargetSpec
 from model.patchtst import UnifiedPatchTST
 from model.scaler import FeatureScaler, FeatureStats
+from model.training_run import base_input_indices
 
 
 def make_test_bundle(out: Path, candles: dict[str, pd.DataFrame], bar_minutes: int = 1, context: int = 32,
@@ -24,9 +25,15 @@ def make_test_bundle(out: Path, candles: dict[str, pd.DataFrame], bar_minutes: i
     x = compute_features(btc, None, "BTCUSDT").dropna().to_numpy()
     torch.manual_seed(seed)
     cfg = ModelConfig(n_features=len(FEATURE_NAMES), context_length=context, patch_len=8, stride=4,
-                      d_model=16, n_heads=2, n_layers=1)
+                      d_model=16, n_heads=2, n_layers=1, base_inputs=base_input_indices(list(FEATURE_NAMES)))
+    model = UnifiedPatchTST(cfg).eval()
+    # residual heads start at zero (the network is its base until trained); random weights
+    # stand in for training so outputs vary with the window as a trained network's do
+    for head in (model.head_returns, model.head_direction, model.head_hits, model.head_risk):
+        torch.nn.init.normal_(head.weight, std=0.3)
+        torch.nn.init.normal_(head.bias, std=0.3)
     return save_bundle(
-        out, UnifiedPatchTST(cfg).eval(), TargetSpec(bar_minutes=bar_minutes), FEATURE_NAMES, SPEC_HASH,
+        out, model, TargetSpec(bar_minutes=bar_minutes), FEATURE_NAMES, SPEC_HASH,
         FeatureScaler.fit(x), FeatureStats.from_matrix(np.asarray(x), FEATURE_NAMES),
         {"note": "untrained test bundle"}, {},
     )

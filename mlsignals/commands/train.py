@@ -32,9 +32,18 @@ def register(app: typer.Typer) -> None:
         epochs: int | None = typer.Option(None, "--epochs", help="override TrainConfig.epochs"),
         seed: int | None = typer.Option(None, "--seed", help="override TrainConfig.seed"),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+        data_dir: Path | None = typer.Option(
+            None, "--data-dir", help="folder of candle period folders; train_dirs are relative to it "
+            "(all of its folders when the config's train_dirs is empty)"
+        ),
+        allow_worse: bool = typer.Option(
+            False, "--allow-worse", help="write the bundle even if it loses to the volatility-only baseline"
+        ),
         as_json: bool = typer.Option(False, "--json", help="print the metrics summary as JSON"),
     ) -> None:
-        """Train on the configured candle periods (walk-forward validation) and save the bundle."""
+        """Train on the configured candle periods and save the bundle. Exits non-zero without writing
+        it when the model's validation log-loss is worse than the volatility-only baseline at any
+        horizon or head (the numbers in the message), unless --allow-worse."""
         from model.config import TrainConfig
         from model.training_run import train_bundle
 
@@ -42,7 +51,9 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig.from_file(config) if config else TrainConfig()
         overrides = {k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None}
         cfg = dataclasses.replace(cfg, **overrides)
-        path, fit, metrics = train_bundle(out, cfg, device=_device(device), progress=not as_json)
+        path, fit, metrics = train_bundle(
+            out, cfg, device=_device(device), progress=not as_json, data_dir=data_dir, allow_worse=allow_worse
+        )
         summary = {
             "bundle": str(path),
             "best_epoch": fit.best_epoch,

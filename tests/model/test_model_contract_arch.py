@@ -25,6 +25,35 @@ def _tiny(n_features: int = 12) -> ModelConfig:
     )
 
 
+def _random_heads(model: UnifiedPatchTST) -> UnifiedPatchTST:
+    """The residual heads start at zero (an untrained network is its base); give them weights
+    as training would, so the tests below see the network's own outputs."""
+    for head in (model.head_returns, model.head_direction, model.head_hits, model.head_risk):
+        torch.nn.init.normal_(head.weight, std=0.3)
+        torch.nn.init.normal_(head.bias, std=0.3)
+    return model
+
+
+def test_untrained_network_is_its_base() -> None:
+    """Zero residual heads: the output does not depend on the window, only on the base's
+    inputs in the last row; with random heads it does."""
+    torch.manual_seed(4)
+    cfg = ModelConfig(**{**_tiny().to_dict(), "base_inputs": [0, 1, 2]})
+    model = UnifiedPatchTST(cfg).eval()
+    x = torch.randn(2, 32, 12)
+    x2 = x.clone()
+    x2[:, :-1] += 1.0  # every bar but the last
+    x2[:, -1, 3:] += 1.0  # the last bar outside the base's inputs
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(x2))
+        torch.testing.assert_close(model(x), model.finish(model.base_pre(x[:, -1])))
+        x3 = x.clone()
+        x3[:, -1, 1] += 1.0  # a base input moves the forecast
+        assert not torch.allclose(model(x), model(x3))
+        _random_heads(model)
+        assert not torch.allclose(model(x), model(x2))
+
+
 def test_forward_shape_and_contract() -> None:
     torch.manual_seed(0)
     model = UnifiedPatchTST(_tiny()).eval()
@@ -41,7 +70,7 @@ def test_forward_shape_and_contract() -> None:
 def test_every_feature_reaches_every_output() -> None:
     """Patch tokens mix features: perturbing one feature changes all 28 raw outputs."""
     torch.manual_seed(1)
-    model = UnifiedPatchTST(_tiny()).eval()
+    model = _random_heads(UnifiedPatchTST(_tiny()).eval())
     x = torch.randn(1, 32, 12)
     x2 = x.clone()
     x2[0, :, 7] += torch.linspace(0, 3, 32)
@@ -53,7 +82,7 @@ def test_every_feature_reaches_every_output() -> None:
 def test_level_information_survives_instance_norm() -> None:
     """RevIN removes the level; the statistics token must carry it back."""
     torch.manual_seed(2)
-    model = UnifiedPatchTST(_tiny()).eval()
+    model = _random_heads(UnifiedPatchTST(_tiny()).eval())
     x = torch.randn(1, 32, 12)
     with torch.no_grad():
         assert not torch.allclose(model(x), model(x + 2.0))
@@ -63,7 +92,7 @@ def test_risk_and_returns_scaled_to_fractions() -> None:
     """Returns and risks leave the network multiplied by the training targets' scales (per
     horizon, kept with the weights); logits are untouched by them."""
     torch.manual_seed(3)
-    model = UnifiedPatchTST(_tiny()).eval()
+    model = _random_heads(UnifiedPatchTST(_tiny()).eval())
     x = torch.randn(3, 32, 12)
     with torch.no_grad():
         unit = model(x)

@@ -1,0 +1,53 @@
+"""`mlsignals policy`: choose and store a bundle's validated trading policy (backtest engine)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from features.candle_files import load_candle_files
+from mlsignals.commands.common import emit_json
+
+
+def policy_cmd(
+    model: Annotated[Path, typer.Option(help="model bundle directory (policy.json is written into it)")],
+    candles: Annotated[list[Path], typer.Option("--candles", help="1-minute validation candle files (BTC's among "
+                                                                  "them); minutes in the bundle's test windows are skipped")],
+    fee_bps: Annotated[float, typer.Option(min=0, help="fee per side, basis points")] = 4.0,
+    slippage_bps: Annotated[float, typer.Option(min=0, help="slippage per side, basis points")] = 1.0,
+    every: Annotated[int, typer.Option(min=1, help="decide every N-th minute")] = 5,
+    min_t: Annotated[float, typer.Option(help="t-statistic a horizon's validation trades need")] = 1.5,
+    dry_run: Annotated[bool, typer.Option(help="print the policy without writing it")] = False,
+    progress: Annotated[bool, typer.Option(help="progress bar on stderr")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="print the policy and candidates as JSON")] = False,
+) -> None:
+    """Per horizon, the LONG-SHORT probability margin whose trades were net-positive after costs on
+    validation candles (or the horizon is disabled); written to the bundle as policy.json, which
+    the default `validated` strategy trades."""
+    from mlsignals.backtest.policy import evaluate_policy, fit_policy, validation_outputs
+    from model.bundle import write_policy
+    from signals.costs import CostModel
+
+    logging.basicConfig(level=logging.WARNING)
+    costs = CostModel(fee_bps, slippage_bps)
+    vo, engine = validation_outputs(load_candle_files(candles), model, every=every, progress=progress)
+    policy, candidates = fit_policy(vo, engine, costs, min_t=min_t)
+    data = {**policy.model_dump(), "validation_combined": evaluate_policy(vo, engine, policy, costs),
+            "candidates": candidates}
+    if not dry_run:
+        write_policy(model, data)
+    if json_out:
+        emit_json(data)
+        return
+    for h, hp in zip((["15m", "1h", "4h", "12h"]), policy.horizons, strict=False):
+        state = f"trade |P(L)-P(S)| >= {hp.min_margin:.4f}" if hp.enabled else "NEUTRAL"
+        typer.echo(f"  {h}: {state}  ({hp.val_trades} trades, mean net {hp.val_mean_net}, t {hp.val_t}) {hp.why}")
+    typer.echo(f"combined on validation: {data['validation_combined']}")
+    typer.echo("not written (--dry-run)" if dry_run else f"policy written to {model / 'policy.json'}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("policy")(policy_cmd)
