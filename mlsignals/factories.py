@@ -94,10 +94,13 @@ def tick_ledger(settings: Settings):
                       spool_path(settings, "scheduler-ledger"))
 
 
-def delivery(settings: Settings, client=None) -> tuple[Outbox, OutboxRelay, SignalPublisher]:
+def delivery(settings: Settings, client=None, durable: bool = True) -> tuple[Outbox, OutboxRelay, SignalPublisher]:
+    """durable: signals that cannot reach the outbox (database down) wait in a spool file under
+    var/ (survives a crash); else in memory (one-off CLI runs)."""
     outbox = Outbox(make_engine(settings.database_url_value()))
     relay = OutboxRelay(outbox, client if client is not None else redis_client(settings), settings.delivery)
-    return outbox, relay, SignalPublisher(outbox, relay)
+    buffer = str(spool_path(settings, "signal-buffer")) if durable else None
+    return outbox, relay, SignalPublisher(outbox, relay, buffer_path=buffer)
 
 
 def prediction_log(settings: Settings, durable: bool = True) -> PredictionLog | None:
@@ -116,7 +119,7 @@ def in_process_pipeline(
     publish: bool = False, log_predictions: bool = False, compile: bool | None = None,
 ) -> SignalPipeline:
     """candles -> features -> model -> signal in this process (CLI predict, backtest)."""
-    publisher = delivery(settings)[2] if publish else None
+    publisher = delivery(settings, durable=False)[2] if publish else None
     plog = prediction_log(settings, durable=False) if log_predictions else None
     return SignalPipeline(
         feature_stage(settings, source, model_path),

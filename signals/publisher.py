@@ -11,7 +11,9 @@ OutboxRelay delivers pending rows oldest-first and stops a batch at the first fa
 later signal never overtakes an earlier one. ``run_forever`` retries with capped exponential
 backoff and full jitter. SignalPublisher is the producer's entry: outbox first; if the
 database is down, it delivers straight to Redis (same idempotent script) and keeps the signal
-in a bounded memory buffer that is written to the outbox when the database returns.
+in a bounded buffer (signals/spool.py: a local file in the service, so a crash during the
+outage loses none; in memory for one-off CLI runs) that is written to the outbox when the
+database returns.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import logging
 import random
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 
 import redis
@@ -30,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from signals.config import DeliveryConfig
 from signals.outbox import Outbox
 from signals.schema import Signal
+from signals.spool import DiskSpool
 
 log = logging.getLogger(__name__)
 
@@ -161,17 +163,23 @@ class OutboxRelay:
 class SignalPublisher:
     """Producer side: ``publish`` never raises for an unreachable database or Redis."""
 
-    def __init__(self, outbox: Outbox, relay: OutboxRelay, max_buffer: int = 10_000) -> None:
+    def __init__(self, outbox: Outbox, relay: OutboxRelay, max_buffer: int = 10_000,
+                 buffer_path: str | None = None) -> None:
         self.outbox, self.relay = outbox, relay
-        # Signals not yet in the outbox, oldest first, each with "already sent straight to Redis".
-        self._buffer: deque[list] = deque()
-        self._max_buffer = max_buffer
-        self.dropped = 0  # signals lost because the buffer overflowed during a long DB outage
+        # Signals not yet in the outbox, oldest first: {"signal": JSON, "sent": already sent
+        # straight to Redis}. Past max_buffer the oldest are dropped (counted, logged).
+        self._buffer = DiskSpool(buffer_path or ":memory:", max_buffer)
+        self._pending = len(self._buffer) > 0  # left by a process that crashed: flushed first
         self._lock = threading.Lock()
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    @property
+    def dropped(self) -> int:
+        """Signals lost because the buffer overflowed during a long DB outage."""
+        return self._buffer.dropped
 
     def publish(self, signal: Signal) -> str:
         """'queued' (in the outbox), 'duplicate' (id already there), 'direct' (DB down, sent
@@ -186,9 +194,11 @@ class SignalPublisher:
                 else:
                     self.relay.note_enqueued()
                     return "queued" if added else "duplicate"
-            self._keep(signal)
+            self._buffer.push({"signal": signal.model_dump_json(), "sent": False})
+            self._pending = True
             self._send_buffer_direct()
-            return "direct" if self._buffer and self._buffer[-1][1] else "buffered"
+            last = self._buffer.peek_last()
+            return "direct" if last is not None and last[1]["sent"] else "buffered"
 
     def flush(self) -> bool:
         """Write buffered signals to the outbox; True when the buffer is empty afterwards."""
@@ -196,13 +206,17 @@ class SignalPublisher:
             return self._flush_buffer()
 
     def _flush_buffer(self) -> bool:
-        while self._buffer:
-            try:
-                self.outbox.add(self._buffer[0][0])
-            except SQLAlchemyError:
-                return False
-            self._buffer.popleft()
-            self.relay.note_enqueued()
+        if not self._pending:  # the usual case: nothing buffered, no query
+            return True
+        while rows := self._buffer.peek(100):
+            for seq, doc in rows:
+                try:
+                    self.outbox.add(Signal.model_validate_json(doc["signal"]))
+                except SQLAlchemyError:
+                    return False
+                self._buffer.remove_through(seq)  # after the insert: a crash here only repeats it
+                self.relay.note_enqueued()
+        self._pending = False
         return True
 
     def _send_buffer_direct(self) -> None:
@@ -210,19 +224,12 @@ class SignalPublisher:
         outbox held nothing older (else they would overtake it)."""
         if not self.relay.drained:
             return
-        for item in self._buffer:
-            if item[1]:
+        for seq, doc in self._buffer.peek(self._buffer.max_rows):
+            if doc["sent"]:
                 continue
-            sig: Signal = item[0]
+            sig = Signal.model_validate_json(doc["signal"])
             try:
-                self.relay.deliverer.deliver(sig.id, sig.symbol, sig.model_dump_json())
+                self.relay.deliverer.deliver(sig.id, sig.symbol, doc["signal"])
             except (*REDIS_ERRORS, redis.RedisError):
                 return
-            item[1] = True
-
-    def _keep(self, signal: Signal) -> None:
-        if len(self._buffer) >= self._max_buffer:
-            self._buffer.popleft()
-            self.dropped += 1
-            log.error("signal buffer full (%d); dropped the oldest signal", self._max_buffer)
-        self._buffer.append([signal, False])
+            self._buffer.replace(seq, {**doc, "sent": True})

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 class DiskSpool:
     def __init__(self, path: str | Path, max_rows: int = 100_000) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_rows = max_rows
         self.dropped = 0
         self._lock = threading.Lock()  # one connection, used from several threads
@@ -53,6 +54,17 @@ class DiskSpool:
         with self._lock:
             rows = self._db.execute("SELECT seq, doc FROM spool ORDER BY seq LIMIT ?", (limit,)).fetchall()
         return [(seq, json.loads(doc)) for seq, doc in rows]
+
+    def peek_last(self) -> tuple[int, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT seq, doc FROM spool ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else (row[0], json.loads(row[1]))
+
+    def replace(self, seq: int, doc: Any) -> None:
+        """Rewrite row ``seq`` in place (its position in the queue stays)."""
+        text = json.dumps(doc, allow_nan=False, separators=(",", ":"))
+        with self._lock:
+            self._db.execute("UPDATE spool SET doc = ? WHERE seq = ?", (text, seq))
 
     def remove_through(self, seq: int) -> None:
         with self._lock:
