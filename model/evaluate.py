@@ -21,7 +21,7 @@ from model.baselines import BaselineInputs, Baselines
 from model.bundle import Bundle, load_bundle
 from model.contract import RawOutputs, TargetSpec
 from model.dataset import AnchorPool
-from model.metrics import Forecast, score_all
+from model.metrics import Forecast, log_loss_difference, score_all
 from model.patchtst import UnifiedPatchTST
 from model.scaler import FeatureScaler
 from model.series import build_series
@@ -62,6 +62,8 @@ class EvalResult:
     class_shares: dict
     model_fc: Forecast
     targets: LabelledTargets
+    # per horizon: model minus volatility-only direction log-loss, 95 % day-block bootstrap interval
+    vs_volatility: dict | None = None
 
 
 def evaluate_pool(
@@ -80,6 +82,7 @@ def evaluate_pool(
     model.cpu()
     bfc = baselines.forecasts(baseline_inputs(pool, rows, scaler))
     times = pool.times[rows]
+    vs_vol = log_loss_difference(fc, bfc["volatility"], t, times.floor("D").asi8, spec.horizons)
     shares = {
         f"h{h}": (np.bincount(t.direction[:, i], minlength=3) / max(len(t), 1)).round(4).tolist()
         for i, h in enumerate(spec.horizons)
@@ -92,6 +95,7 @@ def evaluate_pool(
         shares,
         fc,
         t,
+        vs_vol,
     )
 
 

@@ -25,6 +25,8 @@ METRICS = {
     "ic": True,
     "long_hit_auc": True,
     "short_hit_auc": True,
+    "long_hit_log_loss": False,
+    "short_hit_log_loss": False,
 }
 
 
@@ -43,6 +45,18 @@ def markdown(result: EvalResult, model_version: str, spec: TargetSpec, title: st
         "Best value per metric in **bold** (— = the forecaster does not produce it).",
         "",
     ]
+    if result.vs_volatility:
+        lines += [
+            "## Model minus volatility-only baseline, direction log-loss (negative = model better)",
+            "",
+            "95 % bootstrap interval resampling whole days (neighbouring anchors share their future).",
+            "",
+            "| horizon | difference | 95 % interval |",
+            "|---|---|---|",
+        ]
+        for h, d in result.vs_volatility.items():
+            lines.append(f"| {h} | {d['diff']:+.4f} | [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] |")
+        lines.append("")
     for h, per in result.scores.items():
         names = list(per)
         shares = result.class_shares[h]
@@ -131,6 +145,7 @@ def summary(result: EvalResult, model_version: str) -> dict:
         "period": result.period,
         "class_shares": result.class_shares,
         "scores": result.scores,
+        "vs_volatility": result.vs_volatility,
     }
 
 

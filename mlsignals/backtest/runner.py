@@ -32,7 +32,7 @@ class BacktestConfig:
     allow); every: decide every N-th minute; lookahead_samples: minutes rerun on truncated candles."""
 
     model_dir: Path
-    strategy: str = "moderate"
+    strategy: str = "validated"
     costs: CostModel = CostModel()
     start: pd.Timestamp | None = None
     end: pd.Timestamp | None = None
@@ -44,6 +44,9 @@ class BacktestConfig:
     progress: bool = True
     torch_threads: int = 1  # one thread is fastest on a shared 2-core machine (measured)
     signal_overrides: tuple[tuple[str, object], ...] = ()  # SignalConfig keys over the preset (tests)
+    # 1-minute candles of the bundle's validation period, where the learned baselines choose their
+    # thresholds (default: the bundle's training folders, when they are in the project)
+    validation_files: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -159,7 +162,7 @@ def _baselines(cfg, market, feats, positions, config, engine, meta: dict) -> dic
     from model.baselines import Baselines
 
     learned = Baselines.load(bundle_dir)
-    val = _validation_market(bundle_dir, engine)
+    val = _validation_market(bundle_dir, engine, cfg.validation_files)
     if val is None:
         meta["learned"] = "bundle names no validation period: logistic/LightGBM baselines skipped"
         return out
@@ -177,23 +180,32 @@ def _baselines(cfg, market, feats, positions, config, engine, meta: dict) -> dic
     return out
 
 
-def _validation_market(bundle_dir: Path, engine):
-    """The bundle's validation period (train info: data dirs + val_start) as a Market, features
-    and decision positions (every 5th minute: threshold choice needs counts, not every minute)."""
+def _validation_market(bundle_dir: Path, engine, files: tuple[Path, ...] = ()):
+    """The bundle's validation period (train info: val_start, outside its test windows) as a
+    Market, features and decision positions (every 5th minute: threshold choice needs counts,
+    not every minute), from ``files`` or else the bundle's training folders found in the project."""
+    from mlsignals.backtest.policy import _usable_positions
     from mlsignals.settings import project_path
 
-    info = json.loads((bundle_dir / "config.json").read_text()).get("train", {}).get("data", {})
-    if "val_start" not in info or not info.get("dirs"):
+    config = json.loads((bundle_dir / "config.json").read_text())
+    info = config.get("train", {}).get("data", {})
+    if "val_start" not in info:
         return None
     val_start = pd.Timestamp(info["val_start"])
-    for d in info["dirs"]:
-        files = sorted(project_path(d).glob("*_1m.csv*"))
-        frames = load_candle_files(files)
+    groups = [list(files)] if files else [
+        sorted(project_path(d).glob("*_1m.csv*")) for d in info.get("dirs", []) if project_path(d).is_dir()]
+    for group in groups:
+        if not group:
+            continue
+        frames = load_candle_files(group)
         if min(f.index[-1] for f in frames.values()) <= val_start:
             continue
         frames = prepare_frames(frames, GapPolicy())
         market = Market.from_frames(frames)
         feats = _features(frames, market, engine.bar_minutes)
-        lo = market.pos(max(val_start.floor("min"), market.times[0]))
-        return market, feats, np.arange(lo, len(market.times) - 1, 5)
+        stage = PrecomputedFeatures(market, feats, engine.bar_minutes, engine.context_length,
+                                    engine.context_length * engine.bar_minutes)
+        pos = _usable_positions(market, stage, config, 5)
+        if pos.size:
+            return market, feats, pos
     return None

@@ -16,7 +16,8 @@ def backtest_cmd(
     model: Annotated[Path, typer.Option(help="model bundle directory")],
     candles: Annotated[list[Path], typer.Option("--candles", help="1-minute candle files (BTC's among them)")],
     out: Annotated[Path, typer.Option(help="report directory (report.md, summary.json, PNGs)")],
-    strategy: Annotated[str, typer.Option(help="signal preset: conservative | moderate | aggressive")] = "moderate",
+    strategy: Annotated[str, typer.Option(help="signal preset: validated (the bundle's validated policy) | "
+                                               "conservative | moderate | aggressive")] = "validated",
     fee_bps: Annotated[float, typer.Option(help="fee per side, basis points")] = 4.0,
     slippage_bps: Annotated[float, typer.Option(help="slippage per side, basis points")] = 1.0,
     start: Annotated[str | None, typer.Option(help="first decision minute (UTC ISO-8601)")] = None,
@@ -26,6 +27,9 @@ def backtest_cmd(
     baselines: Annotated[bool, typer.Option(help="also run the baselines")] = True,
     progress: Annotated[bool, typer.Option(help="progress bar on stderr")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="print the JSON summary")] = False,
+    validation_candles: Annotated[list[Path] | None, typer.Option(
+        "--validation-candles", help="1-minute candles of the bundle's validation period, where the "
+        "logistic/LightGBM baselines choose their thresholds")] = None,
 ) -> None:
     """Walk-forward backtest of the model's signals against baselines, after costs."""
     from common.errors import ConfigError, MLSignalsError
@@ -43,7 +47,8 @@ def backtest_cmd(
     frames = load_candle_files(candles)
     cfg = BacktestConfig(model_dir=model, strategy=strategy, costs=CostModel(fee_bps, slippage_bps),
                          start=parse_time(start), end=parse_time(end), every=every,
-                         lookahead_samples=lookahead_samples, baselines=baselines, progress=progress)
+                         lookahead_samples=lookahead_samples, baselines=baselines, progress=progress,
+                         validation_files=tuple(validation_candles or ()))
     result = run_backtest(frames, cfg)
     summary = write_report(result, out)
     if json_out:
