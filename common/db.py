@@ -11,7 +11,7 @@ from sqlmodel import SQLModel, create_engine
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine and the tables of every imported SQLModel table class.
+    """Create an engine; no table (each owner creates its own with ``create_tables``).
 
     SQLite files get their directory created, WAL mode (readers do not block the writer) and a
     busy timeout, because the CLI, the scheduler and the ingress may share one file.

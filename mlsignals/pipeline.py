@@ -92,8 +92,8 @@ class FeatureStage:
                 if df.empty:
                     errors[sym] = f"{sym}: no candles"
                     continue
-                # sources promise validated frames; in-memory ones (files, tests) are not
-                # checked on the way in, and a bad candle must never become a trade
+                # validated here whatever the source: FrameSource (caller files, tests) does not
+                # validate on the way in, and a bad candle must never become a trade
                 df = validate_candles(df, sym)
             except MLSignalsError as exc:
                 errors[sym] = str(exc)

@@ -1,5 +1,7 @@
-"""Ray Serve deployments: thin wrappers that hold the plain stage classes, validate their
-``user_config`` and record metrics. No business rule lives here."""
+"""Ray Serve deployments around the plain stage classes: they validate their ``user_config`` and
+record metrics, and hold what only a long-lived replica does: MLManager's hot swap (a bundle
+whose feature spec, bar size or context differs from what the feature deployment serves is
+refused) and SignalProcessor's thread that fills realised outcomes into the prediction log."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Like FreqAI's ``do_predict``: a row with too many features outside the training distribution is
 flagged, and the processor answers NEUTRAL with the reason instead of trusting the model.
-Training statistics travel in the model bundle as ``bundle.feature_stats`` (``to_dict`` form).
+Training statistics travel in the bundle's ``preprocessing.npz`` (model.scaler) and are loaded
+as ``model.feature_stats.FeatureStats``.
 """
 
 from __future__ import annotations
