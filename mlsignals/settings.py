@@ -23,7 +23,7 @@ from pydantic_settings import (
 )
 
 from common.errors import ConfigError
-from signals.config import DeliveryConfig, SignalConfig
+from signals.config import DeliveryConfig, SignalConfig, StreamConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     signals: SignalConfig = SignalConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    stream: StreamConfig = StreamConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     server: ServerConfig = ServerConfig()
     var_dir: Path = Path("var")
@@ -124,7 +125,7 @@ class Settings(BaseSettings):
         key given beside it overriding the preset."""
         if isinstance(v, dict):
             v = dict(v)
-            return SignalConfig.preset(v.pop("strategy", "moderate"), **v)
+            return SignalConfig.preset(v.pop("strategy", "validated"), **v)
         return v
 
     @classmethod

@@ -123,6 +123,8 @@ class TrainConfig:
     # baselines fitted on this many training rows (logistic regression, LightGBM, volatility-only)
     baseline_samples: int = 40_000
     max_minutes_per_file: int = 0  # 0 = whole file; tests use small slices
+    # bar alignments kept from 1-minute files (0 = all of them); see model.series.split_alignments
+    alignments_1m: int = 0
     # CPU threads for torch. 1 by default: on a shared 2-core machine two OpenMP threads that
     # meet another busy process slow down ~10x (spin-waiting), one thread degrades gracefully.
     torch_threads: int = 1

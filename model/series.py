@@ -180,13 +180,32 @@ def load_period_dir(directory: Path) -> dict[str, pd.DataFrame]:
     return frames
 
 
+def split_alignments(s: Series, bar_minutes: int, keep: int) -> list[Series]:
+    """``keep`` evenly spaced bar alignments of a 1-minute series, each as its own series on a
+    bar grid (step 1 row): the same windows and targets, 1/``bar_minutes`` of the rows each.
+    Neighbouring alignments share almost all of their information, so a few of them carry most
+    of what all of them do, at a fraction of the memory."""
+    step = s.rows_per_bar(bar_minutes)
+    out = []
+    for r in np.linspace(0, step, keep, endpoint=False).astype(int):
+        out.append(Series(s.symbol, s.period, s.index[r::step], s.features[r::step],
+                          s.raw_targets.iloc[r::step], s.vol.iloc[r::step], step=1))
+    return out
+
+
 def build_series(
-    frames: dict[str, pd.DataFrame], period: str, bar_minutes: int, horizons: tuple[int, ...], cache: bool = True
+    frames: dict[str, pd.DataFrame],
+    period: str,
+    bar_minutes: int,
+    horizons: tuple[int, ...],
+    cache: bool = True,
+    alignments: int = 0,
 ) -> list[Series]:
     """A ``Series`` per symbol of one candle period (BTC needed for the cross-asset features).
 
     Symbols may cover different stretches of the period (a 15-minute span where one coin lists
-    later): each keeps its own rows, and BTC must cover them.
+    later): each keeps its own rows, and BTC must cover them. ``alignments`` > 0 keeps that many
+    bar alignments of 1-minute files (``split_alignments``); 0 keeps all.
     """
     btc_name = find_btc(list(frames))
     if btc_name is None and frames:
@@ -209,5 +228,9 @@ def build_series(
         grid = minute_grid(candles, tf)
         raw = raw_targets_all_anchors(candles, bar_minutes, horizons, tf)
         vol = volatility_columns(grid, bar_minutes, tf)
-        out.append(Series(symbol, period, grid.index, x, raw, vol, step=bar_minutes // tf))
+        series = Series(symbol, period, grid.index, x, raw, vol, step=bar_minutes // tf)
+        if alignments and series.step > 1 and alignments < series.step:
+            out += split_alignments(series, bar_minutes, alignments)
+        else:
+            out.append(series)
     return out

@@ -72,7 +72,7 @@ def load_training_series(cfg: TrainConfig, data_dir: Path | None = None) -> list
         frames = load_period_dir(d)
         if cfg.max_minutes_per_file:
             frames = {s: f.iloc[: cfg.max_minutes_per_file] for s, f in frames.items()}
-        series += build_series(frames, d.name, cfg.bar_minutes, tuple(cfg.horizons))
+        series += build_series(frames, d.name, cfg.bar_minutes, tuple(cfg.horizons), alignments=cfg.alignments_1m)
     return series
 
 

@@ -158,3 +158,21 @@ def test_train_refuses_a_model_worse_than_the_volatility_baseline(btc_1m: pd.Dat
     assert not out.exists()
     path, _, metrics = train_bundle(out, cfg, series=[s], progress=False, allow_worse=True)
     assert (path / "manifest.json").exists() and metrics["worse_than_volatility"]
+
+
+def test_kept_alignments_give_the_same_windows_and_targets(btc_1m: pd.DataFrame) -> None:
+    from model.series import split_alignments
+
+    frame = btc_1m.iloc[:3000]
+    full = _series("BTCUSDT", "a", frame, 1)
+    parts = split_alignments(full, 15, 3)
+    assert len(parts) == 3 and all(p.step == 1 for p in parts)
+    pool_full = AnchorPool.build([full], 8, 15)
+    pool_parts = AnchorPool.build(parts, 8, 15)
+    # every kept anchor has the window and targets it has in the full minute grid
+    pos_full = pd.Index(pool_full.times).get_indexer(pool_parts.times[pool_parts.valid])
+    assert (pos_full >= 0).all() and np.isin(pos_full, pool_full.valid).all()
+    np.testing.assert_array_equal(pool_parts.windows(pool_parts.valid), pool_full.windows(pos_full))
+    np.testing.assert_array_equal(pool_parts.raw.iloc[pool_parts.valid].to_numpy(),
+                                  pool_full.raw.iloc[pos_full].to_numpy())
+    assert abs(len(pool_parts.valid) * 5 - len(pool_full.valid)) < 0.02 * len(pool_full.valid)
