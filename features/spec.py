@@ -268,14 +268,13 @@ WARMUP: int = max(f.warmup for f in FEATURES)
 RECURSIVE_MARGIN: int = 16
 
 
-def spec_json() -> str:
+def spec_json(features: tuple[FeatureDef, ...] = FEATURES) -> str:
     """The canonical JSON of the spec (sorted keys, no whitespace): what SPEC_HASH hashes."""
-    return json.dumps([asdict(f) for f in FEATURES], sort_keys=True, separators=(",", ":"))
+    return json.dumps([asdict(f) for f in features], sort_keys=True, separators=(",", ":"))
 
 
 def spec_hash(features: tuple[FeatureDef, ...] = FEATURES) -> str:
-    text = json.dumps([asdict(f) for f in features], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(spec_json(features).encode()).hexdigest()[:16]
 
 
 SPEC_HASH: str = spec_hash()

@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 
 import pandas as pd
 
-from common.errors import InsufficientDataError, UnknownSymbolError
+from common.errors import UnknownSymbolError
 
 
 @runtime_checkable
@@ -57,10 +57,3 @@ class FrameSource:
             stop = df.index.searchsorted(pd.Timestamp(end), side="right")
             df = df.iloc[:stop]
         return df.iloc[-n:] if n > 0 else df.iloc[0:0]
-
-
-def require(df: pd.DataFrame, symbol: str, n: int) -> pd.DataFrame:
-    """Raise InsufficientDataError unless ``df`` holds at least ``n`` candles."""
-    if len(df) < n:
-        raise InsufficientDataError(symbol, n, len(df))
-    return df
