@@ -4,8 +4,8 @@ the resident memory of every replica over time.
 An asyncio + httpx load generator (wrk is not installed on this machine) keeps ``--concurrency``
 requests in flight until ``--requests`` are done (or ``--duration`` seconds passed), cycling
 through the served symbols; psutil samples each replica's RSS every ``--sample-s`` seconds.
-The app is the real one (serve_app.app.build_app) on replayed time-shifted real candles, with a
-bundle of the shipped default's shape (see bench_serve.py), real Redis and a SQLite log.
+The app is the real one (serve_app.app.build_app) on replayed time-shifted real candles, with the
+shipped bundle (models/default, or ``--bundle``), real Redis and a SQLite log.
 
     python benchmarks/bench_load.py --requests 5000 --concurrency 8
 """
@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--symbols", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--sample-s", type=float, default=10.0)
-    ap.add_argument("--bundle", help="model bundle (default: an untrained one with the shipped shape)")
+    ap.add_argument("--bundle", help="model bundle (default: the shipped models/default)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as d:

@@ -2,9 +2,8 @@
 
 Symbols are time-shifted copies of the shipped Bybit candles (symbol k = shipped symbol k mod 7
 with its values rolled by k*97 minutes, BTC kept as is), written to a temporary replay
-directory. The model is a bundle with the shipped default's shape (models/default/
-train_config.yaml: 15-minute bars, context 96, d_model 128, 3 layers), untrained: timing does not
-depend on the weights. Both sides use real Redis (127.0.0.1:6379, a bench prefix) and a SQLite
+directory. The model is the shipped bundle (models/default) unless ``--bundle`` names another.
+Both sides use real Redis (127.0.0.1:6379, a bench prefix) and a SQLite
 outbox/log, publish and log every signal.
 
     python benchmarks/bench_serve.py --symbols 100 --ticks 5
@@ -24,6 +23,7 @@ import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = PROJECT_ROOT / "data" / "candles" / "bybit_linear_2025-06"
+SHIPPED_MODEL = PROJECT_ROOT / "models" / "default"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -46,26 +46,6 @@ def make_symbol_dir(out: Path, n_symbols: int, rows: int = 12_500) -> list[str]:
     return symbols
 
 
-def make_shaped_bundle(out: Path) -> Path:
-    """An untrained bundle with the shipped default's shapes and a scaler fitted on real features."""
-    from features.calculator import compute_features
-    from features.candle_files import load_candle_dir
-    from features.spec import FEATURE_NAMES, SPEC_HASH
-    from model.bundle import save_bundle
-    from model.config import ModelConfig
-    from model.contract import TargetSpec
-    from model.patchtst import UnifiedPatchTST
-    from model.scaler import FeatureScaler, FeatureStats
-
-    train = yaml.safe_load((PROJECT_ROOT / "models" / "default" / "train_config.yaml").read_text())
-    btc = load_candle_dir(SHIPPED)["BTCUSDT"].iloc[:3000]
-    x = compute_features(btc, None, "BTCUSDT").dropna().to_numpy()
-    cfg = ModelConfig(n_features=len(FEATURE_NAMES), **train["model"])
-    return save_bundle(out, UnifiedPatchTST(cfg).eval(), TargetSpec(bar_minutes=train["bar_minutes"]),
-                       FEATURE_NAMES, SPEC_HASH, FeatureScaler.fit(x),
-                       FeatureStats.from_matrix(np.asarray(x), FEATURE_NAMES), {"note": "benchmark bundle"}, {})
-
-
 def write_config(path: Path, symbols: list[str], replay_dir: Path, bundle: Path, db: Path, prefix: str,
                  compile_model: bool = False) -> Path:
     cfg = {
@@ -83,7 +63,7 @@ def write_config(path: Path, symbols: list[str], replay_dir: Path, bundle: Path,
 
 def prepare(tmp: Path, n_symbols: int, bundle: str | None) -> tuple[Path, list[str], Path]:
     symbols = make_symbol_dir(tmp / "candles", n_symbols)
-    b = Path(bundle) if bundle else make_shaped_bundle(tmp / "shaped")
+    b = Path(bundle) if bundle else SHIPPED_MODEL
     prefix = f"bench:{uuid.uuid4().hex[:8]}"
     return write_config(tmp / "config.yaml", symbols, tmp / "candles", b, tmp / "bench.db", prefix), symbols, b
 
@@ -112,7 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--symbols", type=int, default=100)
     ap.add_argument("--ticks", type=int, default=5)
-    ap.add_argument("--bundle", help="model bundle (default: an untrained one with the shipped shape)")
+    ap.add_argument("--bundle", help="model bundle (default: the shipped models/default)")
     args = ap.parse_args()
 
     import torch
@@ -123,7 +103,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        cfg, symbols, _ = prepare(tmp, args.symbols, args.bundle)
+        cfg, symbols, bundle = prepare(tmp, args.symbols, args.bundle)
         settings = load_settings(cfg)
         pipe = factories.in_process_pipeline(settings, publish=True, log_predictions=True)
         import pandas as pd
@@ -163,7 +143,8 @@ def main() -> None:
         cleanup_redis(settings.delivery.prefix)
 
     print(f"\nTick of {len(symbols)} symbols, {args.ticks} ticks each (after one warm-up); "
-          f"Serve app start {startup:.1f}s; symbol errors in the last Serve tick: {errors}")
+          f"Serve app start {startup:.1f}s; symbol errors in the last Serve tick: {errors}; bundle {bundle}; "
+          f"torch threads 1 in-process, OMP_NUM_THREADS=1 in every replica")
     print("| path | p50 s | p95 s | mean s | max s |\n|---|---|---|---|---|")
     for name, v in (("in one process (SignalPipeline)", inproc), ("Ray Serve (scheduler tick, handle)", served),
                     ("Ray Serve (inside the scheduler)", inner)):
