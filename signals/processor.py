@@ -136,14 +136,7 @@ class MLSignalProcessor:
 
     # ----------------------------------------------------------------- helpers
     def _process(self, output, *, entry, atr, features_last_row, feature_stats, error, **base) -> Signal:
-        if error:  # the upstream reason comes first: it is why there is no usable entry or output
-            return self._neutral(entry, [f"upstream error: {error}"], None, **base)
-        if not (isinstance(entry, (int, float)) and math.isfinite(entry) and entry > 0):
-            bad = f"entry price {entry!r} is not a positive finite number"
-            return self._neutral(entry, [bad], None, **base)
-        if output is None:
-            return self._neutral(entry, ["no model output"], None, **base)
-        problem = self._malformed(output)
+        problem = self._input_problem(output, entry, error)
         if problem:
             return self._neutral(entry, [problem], None, **base)
         base["forecast"] = self.forecast(output)
@@ -151,11 +144,43 @@ class MLSignalProcessor:
             return self._validated(output, entry, atr, features_last_row, feature_stats, base)
 
         v = self.vote(output)
-        c = self.config
         reasons = [
             f"vote {v.direction.value}: p={v.confidence:.3f} agreement={v.agreement:.2f} "
             f"entropy={v.entropy:.3f} edge={v.edge:+.5f} quality={v.quality:.3f}"
         ]
+        failed = self._gate_failures(v) + self._ood_reasons(features_last_row, feature_stats)
+
+        atr_frac = atr / entry if atr is not None and math.isfinite(atr) and atr > 0 else 0.0
+        if atr is not None and atr_frac == 0.0:
+            reasons.append(f"ATR {atr!r} unusable; levels from the model alone")
+        if failed:
+            return self._neutral(entry, failed + reasons, v, **base)
+
+        sl_frac, tp_frac = self._level_fractions(output, v, atr_frac)
+        levels = self._priced_levels(entry, v.direction, sl_frac, tp_frac)
+        if levels is None:
+            return self._neutral(entry, [f"levels collapse at entry {entry!r}"] + reasons, v, **base)
+        sl, tp = levels
+        reasons.append(f"sl={sl_frac:.4f} tp={tp_frac:.4f} of entry (atr={atr_frac:.4f})")
+        c = self.config
+        net = v.edge - 2e-4 * (c.fee_bps + c.slippage_bps)  # round trip: both sides
+        return self._signal(
+            entry, v.direction, v.confidence, v.quality, sl, tp, v.horizon_index, reasons, expected_edge=net, **base
+        )
+
+    def _input_problem(self, output: ModelOutput | None, entry, error: str | None) -> str | None:
+        """Why there is nothing to interpret (None when the entry and the output are usable)."""
+        if error:  # the upstream reason comes first: it is why there is no usable entry or output
+            return f"upstream error: {error}"
+        if not (isinstance(entry, (int, float)) and math.isfinite(entry) and entry > 0):
+            return f"entry price {entry!r} is not a positive finite number"
+        if output is None:
+            return "no model output"
+        return self._malformed(output)
+
+    def _gate_failures(self, v: Vote) -> list[str]:
+        """The strategy's thresholds the vote does not clear (empty: it may trade)."""
+        c = self.config
         failed: list[str] = []
         if v.probs[FLAT] > v.confidence:
             failed.append(f"FLAT is likeliest (p={v.probs[FLAT]:.3f} > {v.confidence:.3f})")
@@ -169,28 +194,20 @@ class MLSignalProcessor:
             failed.append(f"quality {v.quality:.3f} < min_quality {c.min_quality}")
         if c.require_return_agreement and v.edge <= 0:
             failed.append(f"expected return {v.edge:+.5f} disagrees with {v.direction.value}")
-        failed += self._ood_reasons(features_last_row, feature_stats)
+        return failed
 
-        atr_frac = atr / entry if atr is not None and math.isfinite(atr) and atr > 0 else 0.0
-        if atr is not None and atr_frac == 0.0:
-            reasons.append(f"ATR {atr!r} unusable; levels from the model alone")
-        if failed:
-            return self._neutral(entry, failed + reasons, v, **base)
-
-        sl_frac, tp_frac = self._level_fractions(output, v, atr_frac)
-        if v.direction is Direction.LONG:
+    @staticmethod
+    def _priced_levels(entry: float, direction: Direction, sl_frac: float, tp_frac: float) -> tuple[float, float] | None:
+        """(stop loss, take profit) in price, on the right sides of ``entry``; None when they collapse."""
+        if direction is Direction.LONG:
             sl, tp = entry * (1.0 - sl_frac), entry * (1.0 + tp_frac)
             ordered = sl < entry < tp
         else:
             sl, tp = entry * (1.0 + sl_frac), entry * (1.0 - tp_frac)
             ordered = tp < entry < sl
         if not (ordered and sl > 0 and tp > 0 and math.isfinite(sl) and math.isfinite(tp)):
-            return self._neutral(entry, [f"levels collapse at entry {entry!r}"] + reasons, v, **base)
-        reasons.append(f"sl={sl_frac:.4f} tp={tp_frac:.4f} of entry (atr={atr_frac:.4f})")
-        net = v.edge - 2e-4 * (c.fee_bps + c.slippage_bps)  # round trip: both sides
-        return self._signal(
-            entry, v.direction, v.confidence, v.quality, sl, tp, v.horizon_index, reasons, expected_edge=net, **base
-        )
+            return None
+        return sl, tp
 
     def forecast(self, output: ModelOutput) -> list[HorizonForecast]:
         """The calibrated move forecast of every horizon."""
