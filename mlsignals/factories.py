@@ -47,8 +47,12 @@ def feature_stage(settings: Settings, source: MarketDataSource | None = None, mo
                   ) -> FeatureStage:
     targets, context = read_bundle_targets(model_path or settings.model_path)
     calc = RealTimeIndicatorCalculator(bar_minutes=targets.bar_minutes, n_rows=context)
-    policy = GapPolicy(max_fill=settings.data.gap_fill_max, stale_after=settings.data.stale_after)
-    return FeatureStage(source if source is not None else build_source(settings), calc, policy)
+    return FeatureStage(source if source is not None else build_source(settings), calc, gap_policy(settings))
+
+
+def gap_policy(settings: Settings) -> GapPolicy:
+    """How short candle gaps are filled and when data counts as stale (service and CLI alike)."""
+    return GapPolicy(max_fill=settings.data.gap_fill_max, stale_after=settings.data.stale_after)
 
 
 def inference_engine(settings: Settings, model_path: Path | None = None, compile: bool | None = None):

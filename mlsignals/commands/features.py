@@ -22,21 +22,27 @@ def features_cmd(
     bar_minutes: Annotated[int, typer.Option(help="bar size the features are computed on")] = 15,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON (the only output format)")] = True,
 ) -> None:
-    """Print every feature of SYMBOL's bar ending at --at (names in spec order) and the spec hash."""
-    from features.calculator import BTC_SYMBOL, RealTimeIndicatorCalculator, find_btc, is_btc
+    """Print every feature of SYMBOL's bar ending at --at (names in spec order) and the spec hash.
+    Candles go through the service's feature stage (validation, gap filling) before the features."""
+    from features.calculator import RealTimeIndicatorCalculator
+    from mlsignals.factories import gap_policy
+    from mlsignals.pipeline import FeatureStage
+    from mlsignals.settings import load_settings
 
     symbol = symbol.upper()
     source = candle_source(candles, symbol)
     calc = RealTimeIndicatorCalculator(bar_minutes=bar_minutes, n_rows=1)
     end = parse_time(at)
-    frames = {symbol: source.get_candles(symbol, calc.required_minutes, end)}
-    if not is_btc(symbol):
-        btc = find_btc(source.symbols()) or BTC_SYMBOL
-        frames[btc] = source.get_candles(btc, calc.required_minutes, end)
-    if frames[symbol].empty:
-        raise MLSignalsError(f"{symbol}: no candles at or before {end or 'now'}")
+    if end is None:  # the latest candle: explicit, so that old files are not refused as stale
+        latest = source.get_candles(symbol, 1)
+        end = latest.index[-1] if len(latest) else None
+    if end is None:
+        raise MLSignalsError(f"{symbol}: no candles")
+    frames, errors = FeatureStage(source, calc, gap_policy(load_settings())).load_candles([symbol], end, None)
+    if symbol in errors:
+        raise MLSignalsError(errors[symbol])
     anchor = frames[symbol].index[-1]
-    if end is not None and anchor != end:
+    if anchor != end:
         raise MLSignalsError(f"{symbol}: no candle at {end.isoformat()} (latest before it: {anchor.isoformat()})")
     batch = calc.compute(frames, anchor=anchor)
     if symbol in batch.errors:

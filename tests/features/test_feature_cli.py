@@ -45,3 +45,28 @@ def test_features_without_btc_file_fails_with_a_clear_message(capsys):
         main(["features", "--symbol", "ETHUSDT", "--candles", str(D / "ETHUSDT_1m.csv.gz"), "--json"])
     assert exc.value.code == 2
     assert "add BTC's file to --candles" in capsys.readouterr().err
+
+
+def test_features_fill_a_short_gap_like_the_service(tmp_path, capsys):
+    """A candle missing from the file: the CLI prints what the service's feature stage computes
+    (the gap filled by the configured policy), not features of the gapped bars."""
+    from features.calculator import RealTimeIndicatorCalculator
+    from features.sources.base import FrameSource
+    from mlsignals.factories import gap_policy
+    from mlsignals.pipeline import FeatureStage
+    from mlsignals.settings import load_settings
+
+    at = "2025-01-20T12:14Z"
+    eth = validate_candles(read_candles_csv(D / "ETHUSDT_1m.csv.gz"), "ETHUSDT").loc[:at].iloc[-12_000:]
+    btc = validate_candles(read_candles_csv(D / "BTCUSDT_1m.csv.gz"), "BTCUSDT").loc[eth.index[0] : at]
+    gapped = eth.drop(eth.index[-40])  # inside the last bars the features read
+    gapped.to_csv(tmp_path / "ETHUSDT_1m.csv", index_label="timestamp")
+    btc.to_csv(tmp_path / "BTCUSDT_1m.csv", index_label="timestamp")
+    main(["features", "--symbol", "ETHUSDT", "--candles", str(tmp_path / "ETHUSDT_1m.csv"),
+          "--candles", str(tmp_path / "BTCUSDT_1m.csv"), "--at", at, "--json"])
+    out = np.array(list(json.loads(capsys.readouterr().out)["features"].values()))
+    stage = FeatureStage(FrameSource({"ETHUSDT": gapped, "BTCUSDT": btc}),
+                         RealTimeIndicatorCalculator(bar_minutes=15, n_rows=1), gap_policy(load_settings()))
+    served = stage.compute(["ETHUSDT"], end=eth.index[-1])["ETHUSDT"]
+    assert served.error is None
+    np.testing.assert_array_equal(out, served.window[-1].astype(float))
