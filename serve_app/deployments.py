@@ -50,6 +50,10 @@ class FeatureCalculator:
         metrics.stale_symbols().set(sum(1 for r in out.values() if r.error and "stale" in r.error))
         return out
 
+    def recent_candles(self, symbol: str, minutes: int) -> pd.DataFrame:
+        """The last ``minutes`` closed 1-minute candles of ``symbol`` (the board's chart)."""
+        return self.stage.source.get_candles(symbol, minutes)
+
 
 class MLManagerConfig(BaseModel):
     """MLManager's ``user_config``: applied in ``reconfigure`` without a redeploy."""

