@@ -167,9 +167,7 @@ class SignalProcessor:
     def __init__(self, config_path: str | None = None) -> None:
         settings = load_settings(config_path)
         self.redis = factories.redis_client(settings)
-        self.embedded = factories.embedded_redis(settings)
-        if self.embedded is not None:
-            self.embedded.on_restart = lambda _code: metrics.redis_restarts().inc()
+        self.embedded = factories.embedded_redis(settings)  # None with an external REDIS_URL
         self.outbox, self.relay, publisher = factories.delivery(settings, self.redis)
         self.sink = SignalSink(settings.signals, publisher, factories.prediction_log(settings))
         self.delivery_config = settings.delivery
@@ -186,10 +184,16 @@ class SignalProcessor:
         self._outcomes_thread.start()
 
     def _outcomes_loop(self, every_s: float = 60.0, spool_every_s: float = 2.0) -> None:
-        """Every few seconds: drain the log's spool once the database answers (rows spooled by
-        this replica, or by one that crashed); every minute: fill realised outcomes."""
+        """Every few seconds: drain the signal buffer and the log's spool once the database
+        answers (left by this replica, or by one that crashed); every minute: fill outcomes."""
         next_outcomes = time.monotonic() + every_s
         while not self._stop.wait(spool_every_s):
+            if self.embedded is not None:  # whichever process restarted it, the count is on disk
+                metrics.redis_restarts().set(self.embedded.restarts_total())
+            pub = self.sink.publisher
+            with contextlib.suppress(Exception):
+                if pub is not None and pub.buffered:  # signals that waited for the database
+                    pub.flush()
             plog = self.sink.prediction_log
             if plog is None:
                 continue

@@ -45,9 +45,9 @@ def skipped_minutes() -> metrics.Counter:
 
 
 @cache
-def redis_restarts() -> metrics.Counter:
-    return metrics.Counter("mlsignals_embedded_redis_restarts_total",
-                           "Times the embedded redis-server died and was started again by the service")
+def redis_restarts() -> metrics.Gauge:
+    return metrics.Gauge("mlsignals_embedded_redis_restarts_total",
+                         "Times the embedded redis-server died and was started again (by any owner)")
 
 
 @cache

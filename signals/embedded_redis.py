@@ -122,7 +122,19 @@ class EmbeddedRedis:
 
     def status(self) -> dict:
         return {"socket": str(self.socket_path), "owner": self.owner, "pid": self.pid, "restarts": self.restarts,
-                "watcher_alive": self.alive, "last_exit": self.last_exit}
+                "restarts_total": self.restarts_total(), "watcher_alive": self.alive, "last_exit": self.last_exit}
+
+    def restarts_total(self) -> int:
+        """Restarts by any owner since the var dir was made (a file: whichever process owns the
+        server when it dies, every process can report the count)."""
+        try:
+            return int((self.run_dir / "restarts").read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def _count_restart(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.run_dir / "restarts").write_text(str(self.restarts_total() + 1))
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop watching; the owner shuts its server down (SIGTERM: it writes its data first)."""
@@ -148,6 +160,7 @@ class EmbeddedRedis:
                 elif self._proc is not None and self._proc.poll() is not None:
                     self.last_exit = self._proc.returncode
                     self.restarts += 1
+                    self._count_restart()
                     log.error("embedded redis-server (pid %d) exited with code %s; restarting it on %s "
                               "(restart %d)", self._proc.pid, self.last_exit, self.data_file, self.restarts)
                     if self.on_restart is not None:
