@@ -2,33 +2,52 @@
 
 ``ModelConfig`` fixes the network's shapes (it is stored in the bundle and read back to rebuild
 the network); ``TrainConfig`` says how a bundle is trained (data, split, optimiser, seed). Both
-load from plain dicts (JSON/YAML) and reject unknown keys, so a typo fails at start-up.
+load from plain dicts (JSON/YAML) through pydantic: unknown keys and values of the wrong type
+are refused (as ConfigError naming the key), so a typo fails at start-up.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from common.errors import ConfigError
 
 
-def _from_dict(cls: type, d: dict[str, Any]) -> Any:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ConfigError(f"{cls.__name__}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-    out = {}
-    for f in fields(cls):
-        if f.name in d:
-            v = d[f.name]
-            out[f.name] = tuple(v) if isinstance(v, list) else v
-    return cls(**out)
+class _StrictConfig(BaseModel):
+    """Frozen, no unknown keys; every validation failure is a ConfigError."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            name = type(self).__name__
+            problems = "; ".join(
+                ": ".join(x for x in (".".join(str(p) for p in e["loc"]), e["msg"].removeprefix("Value error, ")) if x)
+                for e in exc.errors(include_url=False)
+            )
+            if any(e["type"] == "extra_forbidden" for e in exc.errors()):
+                problems += f" (allowed: {', '.join(sorted(type(self).model_fields))})"
+            raise ConfigError(f"{name}: {problems}") from None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> Self:
+        """A validated copy with ``changes`` applied."""
+        return type(self)(**{**self.model_dump(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types (tuples as lists)."""
+        return self.model_dump(mode="json")
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_StrictConfig):
     """Shapes of UnifiedPatchTST.
 
     n_features: F, the width of one feature row; context_length: bars of history per sample;
@@ -51,33 +70,25 @@ class ModelConfig:
     base_inputs: tuple[int, ...] = ()
     base_hidden: int = 32
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _shapes(self) -> Self:
         if self.n_features < 1:
-            raise ConfigError(f"ModelConfig.n_features must be >= 1, got {self.n_features}")
+            raise ValueError(f"n_features must be >= 1, got {self.n_features}")
         if self.patch_len > self.context_length or self.stride < 1:
-            raise ConfigError(
-                f"ModelConfig: need 1 <= stride and patch_len <= context_length "
+            raise ValueError(
+                f"need 1 <= stride and patch_len <= context_length "
                 f"(patch_len={self.patch_len}, stride={self.stride}, context={self.context_length})"
             )
         if self.d_model % self.n_heads:
-            raise ConfigError(f"ModelConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        return self
 
     @property
     def n_patches(self) -> int:
         return (self.context_length - self.patch_len) // self.stride + 1
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["base_inputs"] = list(self.base_inputs)
-        return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        return _from_dict(cls, d)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_StrictConfig):
     """One training run.
 
     train_dirs: candle folders for train+validation (chronological order); val_fraction: the last
@@ -132,23 +143,15 @@ class TrainConfig:
     base_steps: int = 300
     # validation rows for the post-hoc calibration (model.calibration)
     calibration_samples: int = 40_000
-    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides (not n_features)
+    model: dict[str, Any] = Field(default_factory=dict)  # ModelConfig overrides (not n_features)
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _ranges(self) -> Self:
         if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"TrainConfig.val_fraction must be in (0, 1), got {self.val_fraction}")
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.bar_minutes < 1:
-            raise ConfigError(f"TrainConfig.bar_minutes must be >= 1, got {self.bar_minutes}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
-        d["test_windows"] = [list(w) for w in self.test_windows]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        return _from_dict(cls, d)
+            raise ValueError(f"bar_minutes must be >= 1, got {self.bar_minutes}")
+        return self
 
     @classmethod
     def from_file(cls, path: str | Path) -> TrainConfig:

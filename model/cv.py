@@ -15,7 +15,6 @@ level-hit log-losses of both.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 
@@ -115,8 +114,8 @@ def with_budget(cfg: TrainConfig, steps: int | None) -> TrainConfig:
     """A cheaper copy of the recipe for CV: at most ``steps`` network steps in one epoch."""
     if not steps:
         return cfg
-    return dataclasses.replace(cfg, epochs=1, samples_per_epoch=steps * cfg.batch_size,
-                               eval_every_steps=max(10, steps // 4))
+    return cfg.replace(epochs=1, samples_per_epoch=steps * cfg.batch_size,
+                      eval_every_steps=max(10, steps // 4))
 
 
 def markdown(result: dict) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -50,7 +49,7 @@ def register(app: typer.Typer) -> None:
         logging.basicConfig(level=logging.WARNING)
         cfg = TrainConfig.from_file(config) if config else TrainConfig()
         overrides = {k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None}
-        cfg = dataclasses.replace(cfg, **overrides)
+        cfg = cfg.replace(**overrides)
         path, fit, metrics = train_bundle(
             out, cfg, device=_device(device), progress=not as_json, data_dir=data_dir, allow_worse=allow_worse
         )

@@ -114,8 +114,22 @@ def test_config_rejects_bad_shapes() -> None:
         ModelConfig(n_features=10, d_model=30, n_heads=4)
     with pytest.raises(ConfigError):
         ModelConfig(n_features=10, context_length=8, patch_len=16)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="dmodel"):
         ModelConfig.from_dict({"n_features": 3, "dmodel": 8})
+
+
+def test_train_config_is_strict_and_round_trips() -> None:
+    from model.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="epochs"):
+        TrainConfig.from_dict({"epochs": "five"})
+    with pytest.raises(ConfigError, match="horizons"):
+        TrainConfig.from_dict({"horizons": [1, 2]})
+    with pytest.raises(ConfigError, match="val_fraction"):
+        TrainConfig().replace(val_fraction=1.5)
+    cfg = TrainConfig.from_dict({"horizons": [1, 2, 3, 4], "test_windows": [["2025-06-01", "2025-06-30"]]})
+    assert cfg.horizons == (1, 2, 3, 4) and TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.replace(epochs=2).epochs == 2 and cfg.epochs != 2
 
 
 def test_reference_configuration_size() -> None:
