@@ -253,7 +253,7 @@ function drawChart(sym, rows, signals) {
     else { b.h = Math.max(b.h, h); b.l = Math.min(b.l, l); b.c = c; }
   }
   const list = [...bars.values()];
-  const W = 400, H = 150, PAD = 4, RIGHT = 46;
+  const W = 400, H = 150, PAD = 4, RIGHT = 58;
   const t0 = list[0].t, t1 = list[list.length - 1].t + BAR_MS;
   let lo = Math.min(...list.map((b) => b.l)), hi = Math.max(...list.map((b) => b.h));
   const latest = board.latest[sym];
