@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from features.candle_files import load_candle_files
+from mlsignals.commands import notify as notify_commands
 from mlsignals.commands.common import fail
 
 
@@ -30,8 +31,10 @@ def _line(sig) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    group = typer.Typer(help="Consume published signals; print their JSON schema.", no_args_is_help=True)
+    group = typer.Typer(help="Consume published signals, notify about them; print their JSON schema.",
+                        no_args_is_help=True)
     app.add_typer(group, name="signals")
+    notify_commands.register(group)  # `signals notify`
 
     @group.command("schema")
     def schema() -> None:
