@@ -15,18 +15,14 @@ The scheduler ticks for real, once a minute, so this module takes about 6-7 minu
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
 import time
 import urllib.parse
 import uuid
-from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
-import redis
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,40 +31,12 @@ from sqlalchemy import create_engine, text
 from signals.config import DeliveryConfig
 from tests.bundles import make_test_bundle
 from tests.conftest import CANDLE_DIR, PG_ADMIN_URL, free_port
+from tests.faults.servers import RedisServer, db_rows, kill_replica, wait_replaced
 from tests.serve.test_http_inputs import JSON, TIMESTAMPS
 
 pytestmark = [pytest.mark.ray, pytest.mark.services, pytest.mark.slow]
 APP = "mlsignals-ride"
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT"]
-
-
-class RedisServer:
-    """A real redis-server on a spare port, AOF with fsync always (a kill -9 loses nothing that
-    was acknowledged: what the stream held before the outage is still there after it)."""
-
-    def __init__(self, port: int, workdir: Path) -> None:
-        self.port, self.workdir, self.proc = port, workdir, None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if self.client().ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=2)
 
 
 @pytest.fixture(scope="module")
@@ -136,40 +104,12 @@ def wait_completed_past(app, minute: str | None, timeout: float = 100) -> str:
     raise AssertionError(f"no scheduled minute completed after {minute} within {timeout}s")
 
 
-def db_rows(app, sql: str) -> list:
-    engine = create_engine(app["pg_url"])
-    try:
-        with engine.connect() as c:
-            return list(c.execute(text(sql)))
-    finally:
-        engine.dispose()
 
 
-def replicas(deployment: str) -> list[str]:
-    import ray
-
-    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                  if a["namespace"] == "serve" and a["name"].startswith(f"SERVE_REPLICA::{APP}#{deployment}#"))
 
 
-def kill_replica(deployment: str) -> str:
-    import ray
-
-    (name,) = replicas(deployment)
-    ray.kill(ray.get_actor(name, namespace="serve"))
-    return name
 
 
-def wait_replaced(deployment: str, old: str, timeout: float = 120) -> None:
-    from ray import serve
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = replicas(deployment)
-        if alive and old not in alive and serve.status().applications[APP].deployments[deployment].status == "HEALTHY":
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{deployment} not restarted within {timeout}s")
 
 
 def port_refuses(port: int) -> bool:
@@ -243,8 +183,8 @@ def test_database_down_log_replica_killed_every_row_kept(app):
         assert len(ids) == len(SYMBOLS), ids
         spooled = ready(app)["delivery"]["log_spool_rows"]
         assert spooled >= len(SYMBOLS), ready(app)["delivery"]
-        old = kill_replica("SignalProcessor")
-        wait_replaced("SignalProcessor", old)  # it starts while the database is still down
+        old = kill_replica(APP, "SignalProcessor")
+        wait_replaced(APP, "SignalProcessor", old)  # it starts while the database is still down
         after_restart = ready(app)["delivery"]["log_spool_rows"]
         assert after_restart >= spooled  # the new replica found the file the dead one left
     finally:
@@ -270,8 +210,8 @@ def test_redis_down_three_scheduled_minutes_every_signal_once_in_order(app):
     killed_at = time.time()
     try:
         m1 = wait_completed_past(app, start, timeout=130)  # the loop ticks without Redis
-        old = kill_replica("SignalScheduler")  # ... and a scheduler restarted during the outage
-        wait_replaced("SignalScheduler", old)
+        old = kill_replica(APP, "SignalScheduler")  # ... and a scheduler restarted during the outage
+        wait_replaced(APP, "SignalScheduler", old)
         m = m1
         while pd.Timestamp(m) < pd.Timestamp(start) + pd.Timedelta(minutes=3):
             m = wait_completed_past(app, m, timeout=130)

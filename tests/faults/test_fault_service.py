@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -23,52 +22,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 import yaml
 from sqlalchemy import create_engine, text
 
 from signals.config import DeliveryConfig
 from tests.bundles import make_test_bundle
 from tests.conftest import CANDLE_DIR, PG_ADMIN_URL, free_port
+from tests.faults.servers import RedisServer, db_rows, kill_replica, replicas, wait_replaced
 
 pytestmark = [pytest.mark.ray, pytest.mark.services, pytest.mark.slow]
 APP = "mlsignals-faults"
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "DOGEUSDT"]
 SECRETS = {"redis": f"rpw{uuid.uuid4().hex}", "db": f"dbpw{uuid.uuid4().hex}", "api": f"key{uuid.uuid4().hex}"}
 BODIES: list[str] = []  # every response body seen, searched for secrets at the end
-
-
-class RedisServer:
-    """A real redis-server on a spare port with a password and AOF (appendfsync always), so a
-    kill -9 loses nothing that was acknowledged."""
-
-    def __init__(self, port: int, workdir: Path, password: str) -> None:
-        self.port, self.workdir, self.password = port, workdir, password
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        exe = shutil.which("redis-server") or "redis-server"
-        self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", self.password,
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if self.client().ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()  # SIGKILL: no goodbye
-            self.proc.wait(10)
-            self.proc = None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, password=self.password, decode_responses=True, socket_timeout=2)
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +76,7 @@ def app(ray_session, shipped_candles, tmp_path_factory):
         yield info
     finally:
         serve.shutdown()
-        rs.stop()
+        rs.kill()
         with admin.connect() as c:
             c.execute(text(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true'))
             c.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
@@ -125,33 +91,10 @@ def call(app, method: str, path: str, key: bool = True, **kw) -> httpx.Response:
     return r
 
 
-def replicas(deployment: str) -> list[str]:
-    """Names of the live replica actors of a deployment (named actors in Serve's namespace)."""
-    import ray
-
-    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-                  if a["namespace"] == "serve" and a["name"].startswith(f"SERVE_REPLICA::{APP}#{deployment}#"))
 
 
-def kill_replica(deployment: str) -> str:
-    import ray
-
-    (name,) = replicas(deployment)
-    ray.kill(ray.get_actor(name, namespace="serve"))
-    return name
 
 
-def wait_replaced(deployment: str, old_id: str, timeout: float = 90) -> None:
-    from ray import serve
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = replicas(deployment)
-        status = serve.status().applications[APP].deployments[deployment].status
-        if alive and old_id not in alive and status == "HEALTHY":
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"{deployment} was not restarted within {timeout}s")
 
 
 def last_completed(app) -> str | None:
@@ -183,13 +126,6 @@ def stream(app) -> list[dict]:
     return [{"stream_id": eid, **f, "sig": json.loads(f["signal"])} for eid, f in entries]
 
 
-def db_rows(app, sql: str) -> list:
-    engine = create_engine(app["pg_url"])
-    try:
-        with engine.connect() as c:
-            return list(c.execute(text(sql)))
-    finally:
-        engine.dispose()
 
 
 def wait_delivered(app, timeout: float = 30) -> None:
@@ -203,7 +139,7 @@ def wait_delivered(app, timeout: float = 30) -> None:
 
 def replica_ids() -> dict[str, list[str]]:
     names = ["FeatureCalculator", "MLManager", "SignalProcessor", "SignalScheduler", "Ingress"]
-    return {d: replicas(d) for d in names}
+    return {d: replicas(APP, d) for d in names}
 
 
 # ----------------------------------------------------------------------------- tests
@@ -249,7 +185,7 @@ def test_mlmanager_killed_mid_tick_degrades_that_tick_only(app):
         t.start()
         time.sleep(0.05 + share * normal)
         killed_at = time.time()
-        old = kill_replica("MLManager")
+        old = kill_replica(APP, "MLManager")
         t.join(120)
         r = result["r"]
         assert r.status_code == 200, r.text  # the tick itself survives
@@ -262,7 +198,7 @@ def test_mlmanager_killed_mid_tick_degrades_that_tick_only(app):
         for sym, err in report["errors"].items():  # degraded symbols are NEUTRAL and say why
             assert report["signals"][sym] == "NEUTRAL" and sym in err, report
         outcomes.append((share, round(report["seconds"], 2), len(report["errors"])))
-        wait_replaced("MLManager", old)
+        wait_replaced(APP, "MLManager", old)
         after = call(app, "POST", "/tick").json()
         assert after["errors"] == {}, after  # the restarted replica serves the next tick
     print(f"normal tick {normal:.2f}s; killed ticks (kill at share, tick s, degraded symbols): {outcomes}")
@@ -308,8 +244,8 @@ def _app_with_model(app, model_path: str | None):
 def test_scheduler_killed_neither_fires_a_minute_twice_nor_skips_one(app):
     wait_for_second(50)  # dead across the minute boundary: the restart must catch the minute up
     minute = last_completed(app)
-    old = kill_replica("SignalScheduler")
-    wait_replaced("SignalScheduler", old)
+    old = kill_replica(APP, "SignalScheduler")
+    wait_replaced(APP, "SignalScheduler", old)
     done = wait_ledger_past(app, minute)
     print(f"scheduler killed after {minute}; restarted; next completed {done}")
     # on its own (the module's final check covers every minute again): from the last minute
@@ -368,7 +304,7 @@ def test_database_down_predictions_and_publishing_continue(app):
 def test_redis_down_during_ticks_every_signal_delivered_once_in_order(app):
     wait_for_second(50)
     minute = last_completed(app)
-    app["redis"].stop()
+    app["redis"].kill()
     try:
         time.sleep((61 - time.time() % 60) % 60 + 2)  # past the boundary: the scheduler ticks without Redis
         ready = call(app, "GET", "/readyz")
