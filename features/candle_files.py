@@ -17,16 +17,23 @@ from features.candles import read_candles_csv, symbol_from_path, validate_candle
 
 
 def load_candle_files(
-    paths: Sequence[Path], symbol: str | None = None, timeframe_minutes: int = 1
+    paths: Sequence[Path], symbol: str | None = None, timeframe_minutes: int | None = 1
 ) -> dict[str, pd.DataFrame]:
-    """Read and validate candle files. A single file given with ``symbol`` may have any name.
+    """Read and validate candle files. A single file given with ``symbol`` may have any name;
+    ``timeframe_minutes`` None validates each file on its own step (1- or 15-minute files).
     Raises MLSignalsError on bad input (naming symbol, time and rule)."""
     out: dict[str, pd.DataFrame] = {}
     for p in paths:
         sym = symbol.upper() if (symbol and len(paths) == 1) else symbol_from_path(p)
         if sym in out:
             raise MLSignalsError(f"two candle files for {sym}; pass one file per symbol")
-        out[sym] = validate_candles(read_candles_csv(p), sym, timeframe_minutes)
+        raw = read_candles_csv(p)
+        if timeframe_minutes is None:
+            from features.calculator import infer_bar_minutes  # indicator libraries load slowly: lazily
+
+            out[sym] = validate_candles(raw, sym, infer_bar_minutes(pd.DatetimeIndex(raw.index)))
+        else:
+            out[sym] = validate_candles(raw, sym, timeframe_minutes)
     return out
 
 

@@ -166,18 +166,12 @@ def load_period_dir(directory: Path) -> dict[str, pd.DataFrame]:
     """Every ``SYMBOL_*.csv[.gz]`` of one period folder, validated on its own timeframe (1-minute
     or 15-minute files). Symbols keep their own stretch of the period; ``build_series`` aligns
     them with BTC."""
-    from features.calculator import infer_bar_minutes
-    from features.candles import read_candles_csv, symbol_from_path, validate_candles
+    from features.candle_files import load_candle_files
 
     files = sorted(p for p in Path(directory).glob("*.csv*") if p.is_file())
     if not files:
         raise MLSignalsError(f"no candle files (*.csv, *.csv.gz) in {directory}")
-    frames = {}
-    for p in files:
-        raw = read_candles_csv(p)
-        symbol = symbol_from_path(p)
-        frames[symbol] = validate_candles(raw, symbol, infer_bar_minutes(pd.DatetimeIndex(raw.index)))
-    return frames
+    return load_candle_files(files, timeframe_minutes=None)
 
 
 def split_alignments(s: Series, bar_minutes: int, keep: int) -> list[Series]:

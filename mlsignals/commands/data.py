@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from features.candle_files import load_candle_files
-from features.candles import find_gaps, read_candles_csv, symbol_from_path, validate_candles
+from features.candles import find_gaps
 from features.sources.sql_store import SqlCandleStore, coverage_entry
 from mlsignals.commands.common import emit_json
 from mlsignals.settings import PROJECT_ROOT, load_settings
@@ -63,8 +63,7 @@ def coverage(
         root = directory or PROJECT_ROOT / "data" / "candles"
         rows = []
         for p in sorted(Path(root).rglob("*.csv*")):
-            sym = symbol_from_path(p)
-            df = validate_candles(read_candles_csv(p), sym)
+            ((sym, df),) = load_candle_files([p]).items()
             entry = coverage_entry(sym, p.parent.name, df.index[0], df.index[-1], len(df), find_gaps(df))
             entry["file"] = str(p.relative_to(root))
             rows.append(entry)
