@@ -46,24 +46,32 @@ def write_config(tmp: Path, symbols: list[str], bundle: Path, prefix: str) -> Pa
     return path
 
 
+_PIDS: dict[str, int] = {}
+
+
 def replica_rss_mib(app: str) -> dict[str, float]:
     """Resident memory of every live replica of ``app`` (deployment name -> MiB; several
-    replicas of one deployment are numbered)."""
+    replicas of one deployment are numbered). A restarted replica shows as a jump."""
+    import os
+
     import psutil
-    from ray.util.state import list_actors
+    import ray
 
     out: dict[str, float] = {}
-    for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000):
-        name = a.name or ""
-        if not name.startswith(f"SERVE_REPLICA::{app}#"):
-            continue
+    names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                   if a["namespace"] == "serve" and a["name"].startswith(f"SERVE_REPLICA::{app}#"))
+    for name in names:
+        if name not in _PIDS:  # ask the replica process itself (no dashboard needed)
+            with contextlib.suppress(Exception):
+                actor = ray.get_actor(name, namespace="serve")
+                _PIDS[name] = ray.get(actor.__ray_call__.remote(lambda _self: os.getpid()), timeout=30)
         dep = name.split("#")[1]
         key, k = dep, 1
         while key in out:
             k += 1
             key = f"{dep}[{k}]"
-        with contextlib.suppress(psutil.NoSuchProcess):
-            out[key] = psutil.Process(a.pid).memory_info().rss / 2**20
+        with contextlib.suppress(psutil.NoSuchProcess, KeyError):
+            out[key] = psutil.Process(_PIDS[name]).memory_info().rss / 2**20
     return out
 
 
@@ -140,7 +148,10 @@ def main() -> None:
         readyz_fail = 0
         try:
             while (now := time.monotonic() - t0) < args.minutes * 60:
-                samples.append((now, replica_rss_mib(app)))
+                try:
+                    samples.append((now, replica_rss_mib(app)))
+                except Exception as exc:  # a sample lost is reported, not fatal
+                    print(f"RSS sample failed at {now:.0f}s: {type(exc).__name__}: {exc}")
                 try:
                     r = httpx.get(url + "/readyz", timeout=30)
                     readyz_fail += r.status_code != 200
