@@ -190,6 +190,8 @@ class SignalProcessor:
         while not self._stop.wait(spool_every_s):
             if self.embedded is not None:  # whichever process restarted it, the count is on disk
                 metrics.redis_restarts().set(self.embedded.restarts_total())
+            with contextlib.suppress(Exception):  # the dashboards' outbox backlog
+                metrics.outbox_pending().set(self.outbox.pending_count())
             pub = self.sink.publisher
             with contextlib.suppress(Exception):
                 if pub is not None and pub.buffered:  # signals that waited for the database

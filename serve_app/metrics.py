@@ -54,3 +54,18 @@ def redis_restarts() -> metrics.Gauge:
 def log_spool_rows() -> metrics.Gauge:
     return metrics.Gauge("mlsignals_prediction_log_spool_rows",
                          "Prediction-log rows waiting on local disk for the database")
+
+
+@cache
+def outbox_pending() -> metrics.Gauge:
+    return metrics.Gauge("mlsignals_outbox_pending", "Signals in the outbox not yet delivered onto Redis")
+
+
+@cache
+def stream_clients() -> metrics.Gauge:
+    return metrics.Gauge("mlsignals_stream_clients", "Open GET /signals/stream connections of this ingress replica")
+
+
+@cache
+def stream_dropped() -> metrics.Counter:
+    return metrics.Counter("mlsignals_stream_dropped_total", "Stream clients dropped for falling too far behind")

@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
+from serve_app import metrics
 from signals.config import DeliveryConfig, StreamConfig
 
 log = logging.getLogger("ray.serve")
@@ -152,13 +153,17 @@ async def signal_stream(
 
     async def body() -> AsyncIterator[str]:
         hub.open_streams += 1
+        metrics.stream_clients().set(hub.open_streams)
         try:
             async for frame in hub.events(cursor, wanted, gap):
+                if frame.startswith("event: overflow"):
+                    metrics.stream_dropped().inc()
                 yield frame
         except aioredis.RedisError as exc:  # end the stream; the client resumes from its last id
             log.warning("signal stream: redis %s", type(exc).__name__)
         finally:
             hub.open_streams -= 1
+            metrics.stream_clients().set(hub.open_streams)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)

@@ -201,3 +201,25 @@ def test_streams_beyond_the_limit_are_refused(served):
 def test_stream_survives_in_the_openapi_docs(served):
     spec = httpx.get(served["url"] + "/openapi.json", timeout=10).json()
     assert "/signals/stream" in spec["paths"] and "/board/api/scorecard" in spec["paths"]
+
+
+def test_service_metrics_are_exported_under_the_dashboards_names(served):
+    """What Prometheus really scrapes from this Ray node: the service's metrics under the names
+    deploy/grafana/mlsignals.json queries (ray_ prefix; histogram buckets)."""
+    import re
+
+    import ray
+
+    from tests.deploy.test_deploy_files import exported_series
+
+    port = ray.nodes()[0]["MetricsExportPort"]
+    wanted = {"ray_mlsignals_ticks_total", "ray_mlsignals_signals_total", "ray_mlsignals_stage_latency_ms_bucket",
+              "ray_mlsignals_outbox_pending", "ray_mlsignals_stream_clients"}
+    live: set[str] = set()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not wanted <= live:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        live = set(re.findall(r"^(ray_mlsignals_\w+?)(?:\{| )", text, re.M))
+        time.sleep(2)
+    assert wanted <= live, sorted(live)
+    assert live <= exported_series(), live - exported_series()
