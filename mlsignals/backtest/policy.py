@@ -93,6 +93,7 @@ def validation_outputs(frames: dict[str, pd.DataFrame], model_dir: Path, every: 
         out, _ = engine.predict(np.stack([c[2].window for c in ready]), [str(i) for i in range(len(ready))])
         for i, (p, s, fr) in enumerate(ready):
             if str(i) in out:
+                fr.window = fr.window[-1:].copy()  # the last row is all the processor reads (OOD gate)
                 pos.append(p), sym.append(s), results.append(fr), outputs.append(out[str(i)])
     margin = np.array([o.direction_probs[:, 0] - o.direction_probs[:, 1] for o in outputs])
     return ValidationOutputs(market, np.asarray(pos), sym, results, outputs, margin), engine
@@ -105,7 +106,7 @@ def _decide(vo: ValidationOutputs, rows: np.ndarray, processor: MLSignalProcesso
         signals.append(processor.process(
             fr.symbol, vo.outputs[j], entry=fr.entry, atr=fr.atr, bar_time=fr.bar_time.to_pydatetime(),
             model_version=engine.model_version, feature_spec_hash=engine.spec_hash,
-            now=(vo.market.times[vo.pos[j]] + ONE_MIN).to_pydatetime()))
+            features_last_row=fr.window[-1], feature_stats=engine.feature_stats, now=(vo.market.times[vo.pos[j]] + ONE_MIN).to_pydatetime()))
     return decisions_from_signals(signals, vo.market)
 
 
@@ -122,21 +123,31 @@ def _single(k: int, margin: float) -> tuple[HorizonPolicy, ...]:
                  for i in range(N_HORIZONS))
 
 
-def fit_policy(vo: ValidationOutputs, engine, costs: CostModel, min_t: float = 1.5,
+def _trades(vos: list[ValidationOutputs], proc: MLSignalProcessor, engine, costs: CostModel,
+            k: int | None = None, thr: float = 0.0) -> np.ndarray:
+    """Net returns of the processor's trades over every validation market (rows below ``thr``
+    at horizon ``k`` are NEUTRAL by construction and skipped)."""
+    out = []
+    for vo in vos:
+        rows = np.arange(len(vo.pos)) if k is None else np.flatnonzero(np.abs(vo.margin[:, k]) >= thr)
+        out.append(simulate(_decide(vo, rows, proc, engine), vo.market, costs).trades.array("ret"))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def fit_policy(vos: list[ValidationOutputs], engine, costs: CostModel, min_t: float = 1.5,
                config: SignalConfig | None = None) -> tuple[TradingPolicy, list[dict]]:
-    """Per horizon the best validated margin (or disabled); returns the policy and every candidate."""
+    """Per horizon the best validated margin (or disabled) over the validation markets ``vos``;
+    returns the policy and every candidate."""
     config = config or SignalConfig.preset("validated")
     spec = engine.target_spec
     chosen, candidates = [], []
     for k in range(N_HORIZONS):
-        a = np.abs(vo.margin[:, k])
+        a = np.abs(np.concatenate([vo.margin[:, k] for vo in vos]))
         best = None
         for q in QUANTILES:
             thr = float(np.quantile(a, q))
             pol = TradingPolicy(horizons=_single(k, thr), fee_bps=costs.fee_bps, slippage_bps=costs.slippage_bps)
-            proc = MLSignalProcessor(config, spec, pol)
-            rows = np.flatnonzero(a >= thr)  # the others are NEUTRAL by construction
-            ret = simulate(_decide(vo, rows, proc, engine), vo.market, costs).trades.array("ret")
+            ret = _trades(vos, MLSignalProcessor(config, spec, pol), engine, costs, k, thr)
             mean, t = _trade_stats(ret)
             cand = {"horizon": horizon_label(spec.horizon_minutes(k)), "quantile": q, "min_margin": thr,
                     "trades": int(ret.size), "mean_net": mean, "t": t}
@@ -154,17 +165,16 @@ def fit_policy(vo: ValidationOutputs, engine, costs: CostModel, min_t: float = 1
             chosen.append(HorizonPolicy(enabled=False, val_trades=best["trades"] if best else 0,
                                         val_mean_net=best["mean_net"] if best else None,
                                         val_t=best["t"] if best else None, why="no validated edge: " + why))
-    t = vo.market.times[vo.pos]
+    markets = [{"start": vo.market.times[vo.pos].min().isoformat(), "end": vo.market.times[vo.pos].max().isoformat(),
+                "symbols": sorted(set(vo.sym)), "decisions": int(len(vo.pos))} for vo in vos]
     policy = TradingPolicy(horizons=tuple(chosen), fee_bps=costs.fee_bps, slippage_bps=costs.slippage_bps,
-                           validation={"start": t.min().isoformat(), "end": t.max().isoformat(),
-                                       "symbols": sorted(set(vo.sym)), "decisions": int(len(vo.pos)),
-                                       "min_t": min_t, "quantiles": list(QUANTILES)})
+                           validation={"markets": markets, "min_t": min_t, "quantiles": list(QUANTILES)})
     return policy, candidates
 
 
-def evaluate_policy(vo: ValidationOutputs, engine, policy: TradingPolicy, costs: CostModel) -> dict:
+def evaluate_policy(vos: list[ValidationOutputs], engine, policy: TradingPolicy, costs: CostModel) -> dict:
     """The combined policy's trades on the same validation minutes (in-sample for the choice)."""
     proc = MLSignalProcessor(SignalConfig.preset("validated"), engine.target_spec, policy)
-    ret = simulate(_decide(vo, np.arange(len(vo.pos)), proc, engine), vo.market, costs).trades.array("ret")
+    ret = _trades(vos, proc, engine, costs)
     mean, t = _trade_stats(ret)
     return {"trades": int(ret.size), "mean_net": mean, "t": t}

@@ -14,8 +14,9 @@ from mlsignals.commands.common import emit_json
 
 def policy_cmd(
     model: Annotated[Path, typer.Option(help="model bundle directory (policy.json is written into it)")],
-    candles: Annotated[list[Path], typer.Option("--candles", help="1-minute validation candle files (BTC's among "
-                                                                  "them); minutes in the bundle's test windows are skipped")],
+    candles: Annotated[list[Path], typer.Option("--candles", help="1-minute validation candle files or folders; "
+                                                                  "files of one folder form one market (BTC's "
+                                                                  "among them); the bundle's test windows are skipped")],
     fee_bps: Annotated[float, typer.Option(min=0, help="fee per side, basis points")] = 4.0,
     slippage_bps: Annotated[float, typer.Option(min=0, help="slippage per side, basis points")] = 1.0,
     every: Annotated[int, typer.Option(min=1, help="decide every N-th minute")] = 5,
@@ -33,9 +34,16 @@ def policy_cmd(
 
     logging.basicConfig(level=logging.WARNING)
     costs = CostModel(fee_bps, slippage_bps)
-    vo, engine = validation_outputs(load_candle_files(candles), model, every=every, progress=progress)
-    policy, candidates = fit_policy(vo, engine, costs, min_t=min_t)
-    data = {**policy.model_dump(), "validation_combined": evaluate_policy(vo, engine, policy, costs),
+    groups: dict[Path, list[Path]] = {}
+    for c in candles:
+        for f in (sorted(c.glob("*_1m.csv*")) if c.is_dir() else [c]):
+            groups.setdefault(f.parent, []).append(f)
+    vos, engine = [], None
+    for files in groups.values():
+        vo, engine = validation_outputs(load_candle_files(files), model, every=every, progress=progress)
+        vos.append(vo)
+    policy, candidates = fit_policy(vos, engine, costs, min_t=min_t)
+    data = {**policy.model_dump(), "validation_combined": evaluate_policy(vos, engine, policy, costs),
             "candidates": candidates}
     if not dry_run:
         write_policy(model, data)
