@@ -54,7 +54,7 @@ def test_outcome_at_the_signals_own_horizon_after_costs():
     assert short["net_return"] == pytest.approx(-0.0005 - ROUND_TRIP_COST) and not short["hit"]
     assert outcome_at_horizon({"direction": "LONG", "horizon": "4h"}, h4(0.01, "LONG")) is None  # not yet
     assert outcome_at_horizon({"direction": "NEUTRAL", "horizon": "1h"}, h4(0.01, "LONG")) is None
-    assert ROUND_TRIP_COST == pytest.approx(0.001)  # 4 bps fee + 1 bps slippage, both sides
+    assert abs(ROUND_TRIP_COST - 0.001) < 1e-12  # 4 bps fee + 1 bps slippage, both sides
 
 
 def test_scorecard_per_symbol_horizon_and_window(engine):
