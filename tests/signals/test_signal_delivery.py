@@ -92,7 +92,8 @@ def test_stream_is_bounded(engine, delivery):
 def test_redis_down_keeps_rows_pending_and_backs_off(tmp_path, delivery):
     cfg, _ = delivery
     outbox = Outbox(make_engine(f"sqlite:///{tmp_path / 'o.db'}"))
-    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, decode_responses=True)
+    # a client that fails at once (redis-py's own retries would hide the relay's waits)
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     relay = OutboxRelay(outbox, dead, cfg)
     outbox.add(make_signal("BTCUSDT", 0))
     r = relay.relay_once()
@@ -104,9 +105,7 @@ def test_redis_down_keeps_rows_pending_and_backs_off(tmp_path, delivery):
             return hi
 
     quick = cfg.model_copy(update={"retry_base_s": 0.1, "retry_cap_s": 0.4})
-    # a client that fails at once (redis-py's own retries would hide the relay's waits)
-    refused = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
-    top = OutboxRelay(outbox, refused, quick, rng=Ceiling())
+    top = OutboxRelay(outbox, dead, quick, rng=Ceiling())
     assert [top.backoff_s(n) for n in range(1, 6)] == pytest.approx([0.1, 0.2, 0.4, 0.4, 0.4])
     waits = [relay.backoff_s(40) for _ in range(200)]  # jittered below the cap, not all zero
     assert max(waits) <= cfg.retry_cap_s and min(waits) >= 0 and sum(waits) / len(waits) > cfg.retry_cap_s / 4
