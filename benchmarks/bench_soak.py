@@ -156,8 +156,9 @@ def main() -> None:
                     r = httpx.get(url + "/readyz", timeout=30)
                     readyz_fail += r.status_code != 200
                     last = r.json()["scheduler"]["last_tick"]
-                    if last and last["minute"] not in ticks:
-                        ticks[last["minute"]] = (now, last["seconds"], len(last["errors"]))
+                    if last and last["minute"] not in ticks:  # a symbol failed: an error reason or no signal
+                        failed = set(last["errors"]) | {s for s, d in last["signals"].items() if d == "FAILED"}
+                        ticks[last["minute"]] = (now, last["seconds"], len(failed))
                 except Exception:
                     readyz_fail += 1
                 time.sleep(args.sample_s)
