@@ -31,6 +31,7 @@ def policy_cmd(
     from mlsignals.backtest.policy import evaluate_policy, fit_policy, validation_outputs
     from model.bundle import write_policy
     from signals.costs import CostModel
+    from signals.policy import TradingPolicy
 
     logging.basicConfig(level=logging.WARNING)
     costs = CostModel(fee_bps, slippage_bps)
@@ -43,8 +44,9 @@ def policy_cmd(
         vo, engine = validation_outputs(load_candle_files(files), model, every=every, progress=progress)
         vos.append(vo)
     policy, candidates = fit_policy(vos, engine, costs, min_t=min_t)
-    data = {**policy.model_dump(), "validation_combined": evaluate_policy(vos, engine, policy, costs),
-            "candidates": candidates}
+    data = policy.model_dump()
+    data["validation"] |= {"combined": evaluate_policy(vos, engine, policy, costs), "candidates": candidates}
+    TradingPolicy.from_dict(data)  # what the processor will read back
     if not dry_run:
         write_policy(model, data)
     if json_out:
@@ -53,7 +55,7 @@ def policy_cmd(
     for h, hp in zip((["15m", "1h", "4h", "12h"]), policy.horizons, strict=False):
         state = f"trade |P(L)-P(S)| >= {hp.min_margin:.4f}" if hp.enabled else "NEUTRAL"
         typer.echo(f"  {h}: {state}  ({hp.val_trades} trades, mean net {hp.val_mean_net}, t {hp.val_t}) {hp.why}")
-    typer.echo(f"combined on validation: {data['validation_combined']}")
+    typer.echo(f"combined on validation: {data['validation']['combined']}")
     typer.echo("not written (--dry-run)" if dry_run else f"policy written to {model / 'policy.json'}")
 
 
