@@ -1,7 +1,8 @@
 """The live board in a real headless Chromium (Debian's ``chromium`` + ``chromium-driver``,
 driven by Selenium with both paths given, so nothing is downloaded) against `serve run` on the
 embedded defaults with an API key configured: the page asks for the key once, shows every
-tracked symbol within the first minute, updates from the stream at the next tick, shows a
+tracked symbol within the first minute (or, on a machine so loaded that the start-up tick itself
+is later, within 15 s of its signals), updates from the stream at the next tick, shows a
 NEUTRAL's reasons, draws the charts; the key is in no URL and no log.
 
 MLSIGNALS_UPDATE_SCREENSHOT=1 also writes the screenshot to docs/board.png (README)."""
@@ -101,9 +102,21 @@ def test_board_in_headless_chromium(tmp_path: Path):
                 "  reasons: [...c.querySelectorAll('.reasons li')].map(l => l.textContent),"
                 "  marks: c.querySelectorAll('.chart rect').length}]))")
 
-        first = _wait(lambda: (c := cards()) and all(c.get(s, {}).get("id") for s in symbols) and c, 60,
-                      "a signal on every symbol's card")
-        assert time.monotonic() - t_open < 60 and sorted(first) == sorted(symbols)
+        # Every symbol within the first minute; on a machine so loaded that the service's own
+        # start-up tick takes longer, within 15 s of the service having published them all.
+        api = SignalClient(url, api_key=key)
+        published_at = None
+        while not all((first := cards()).get(s, {}).get("id") for s in symbols):
+            now = time.monotonic()
+            if published_at is None and all(api.latest(s) for s in symbols):
+                published_at = now
+            late = now - t_open > 60 and (published_at is None or now - published_at > 15)
+            assert not late and now - t_open < 300, (
+                f"page after {now - t_open:.0f}s: {first}; service published all at "
+                f"{None if published_at is None else round(published_at - t_open)}s")
+            time.sleep(0.5)
+        api.close()
+        assert sorted(first) == sorted(symbols)
         assert "key" not in driver.current_url and key not in driver.current_url
 
         # the next tick arrives over the stream, not by reloading
