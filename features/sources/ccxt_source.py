@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pandas as pd
@@ -28,6 +28,14 @@ def ccxt_symbol(symbol: str, market_type: str = "spot") -> str:
             base = symbol[: -len(q)]
             return f"{base}/{q}" if market_type == "spot" else f"{base}/{q}:{q}"
     raise UnknownSymbolError(f"cannot map {symbol!r} to an exchange market (unknown quote currency)")
+
+
+def ohlcv_frame(rows: list[list[float]]) -> pd.DataFrame:
+    """ccxt OHLCV rows -> a candle frame (not validated; the last of duplicate times kept)."""
+    df = pd.DataFrame(rows, columns=["ms", *CANDLE_COLUMNS]).drop_duplicates("ms", keep="last")
+    df.index = pd.DatetimeIndex(pd.to_datetime(df.pop("ms").astype("int64"), unit="ms", utc=True)).as_unit("ns")
+    df.index.name = "timestamp"
+    return df.astype("float64")
 
 
 def make_exchange(exchange_id: str, timeout_ms: int = 10_000) -> Any:
@@ -83,24 +91,29 @@ class CcxtSource:
                 raise DataSourceError(f"{market}: exchange error ({type(exc).__name__})") from None
         raise AssertionError("unreachable")
 
-    def _fetch_closed(self, market: str, start: pd.Timestamp, last: pd.Timestamp, n: int) -> pd.DataFrame:
-        """Closed candles from ``start`` to ``last`` (open times, inclusive), paging forward."""
-        rows: list[list[float]] = []
+    def iter_pages(self, market: str, start: pd.Timestamp, last: pd.Timestamp, limit: int = 1000,
+                   ) -> Iterator[list[list[float]]]:
+        """Pages of closed candles (ccxt rows ``[ms, o, h, l, c, v]``) with open times from
+        ``start`` to ``last`` inclusive, paging forward; each page fetched with the retries and
+        backoff of ``_fetch``. Stops when the exchange has nothing more."""
         cursor = int(start.value // 1_000_000)
         end_ms = int(last.value // 1_000_000)
         while cursor <= end_ms:  # exchanges cap one page (often 1000 candles): page forward
-            page = self._fetch(market, cursor, min(1000, n))
+            page = self._fetch(market, cursor, limit)
             page = [r for r in page if r[0] >= cursor]
             if not page:
-                break
-            rows.extend(page)
-            cursor = int(page[-1][0]) + 60_000
-        df = pd.DataFrame(rows, columns=["ms", *CANDLE_COLUMNS]).drop_duplicates("ms", keep="last")
-        # The exchange's newest candle is still forming: keep only candles closed by `last`.
-        df = df[df["ms"] <= end_ms]
-        df.index = pd.DatetimeIndex(pd.to_datetime(df.pop("ms"), unit="ms", utc=True)).as_unit("ns")
-        df.index.name = "timestamp"
-        return df.astype("float64")
+                return
+            next_cursor = int(page[-1][0]) + 60_000
+            # The exchange's newest candle may still be forming: keep only candles closed by `last`.
+            page = [r for r in page if r[0] <= end_ms]
+            if page:
+                yield page
+            cursor = next_cursor
+
+    def _fetch_closed(self, market: str, start: pd.Timestamp, last: pd.Timestamp, n: int) -> pd.DataFrame:
+        """Closed candles from ``start`` to ``last`` (open times, inclusive), paging forward."""
+        rows = [r for page in self.iter_pages(market, start, last, min(1000, n)) for r in page]
+        return ohlcv_frame(rows)
 
     def get_candles(self, symbol: str, n: int, end: pd.Timestamp | None = None) -> pd.DataFrame:
         """Closed candles never change, so those fetched before are kept per symbol and each

@@ -37,6 +37,12 @@ class CandleRow(SQLModel, table=True):
     volume: float
 
 
+def _as_utc(t: datetime) -> pd.Timestamp:
+    """A stored time (naive UTC on SQLite, aware on PostgreSQL) as a UTC Timestamp."""
+    ts = pd.Timestamp(t)
+    return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).as_unit("ns")
+
+
 def _utc(ts: pd.DatetimeIndex) -> list[datetime]:
     return list(ts.tz_convert("UTC").to_pydatetime())
 
@@ -98,8 +104,34 @@ class SqlCandleStore:
         df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True).dt.as_unit("ns")
         return df.set_index("timestamp").sort_index().astype("float64")
 
-    def coverage(self) -> list[dict]:
-        """Per symbol: first/last time, rows, gaps (count and missing minutes)."""
+    def time_range(self, symbol: str) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """(first, last) candle open time stored for ``symbol`` on this exchange, None if none."""
+        t = CandleRow.__table__
+        q = select(func.min(t.c.time), func.max(t.c.time)).where(
+            t.c.exchange == self.exchange, t.c.symbol == symbol, t.c.timeframe == self.timeframe
+        )
+        try:
+            with self.engine.connect() as conn:
+                first, last = conn.execute(q).one()
+        except SQLAlchemyError as exc:
+            raise DataSourceError(f"candle store read failed for {symbol}: {type(exc).__name__}") from None
+        if first is None:
+            return None
+        return _as_utc(first), _as_utc(last)
+
+    def exchanges(self) -> list[str]:
+        """Every exchange label with rows of this timeframe in the store."""
+        t = CandleRow.__table__
+        with self.engine.connect() as conn:
+            q = select(t.c.exchange).where(t.c.timeframe == self.timeframe).distinct()
+            return sorted(r[0] for r in conn.execute(q))
+
+    def coverage(self, all_exchanges: bool = False) -> list[dict]:
+        """Per symbol: first/last time, rows, gaps (count and missing minutes); of this
+        store's exchange, or of every exchange label in the table."""
+        if all_exchanges:
+            return [e for ex in self.exchanges()
+                    for e in SqlCandleStore(self.engine, ex, self.timeframe).coverage()]
         t = CandleRow.__table__
         q = (
             select(t.c.symbol, func.min(t.c.time), func.max(t.c.time), func.count())

@@ -1,0 +1,155 @@
+"""`CandleDownloader`: ccxt history into the SQL candle store, driven by recorded ccxt-format
+payloads (``[[ms, o, h, l, c, v], ...]`` of the shipped real candles) from a stand-in exchange
+that pages like a real one and fails where told (no exchange is reachable here)."""
+
+from __future__ import annotations
+
+import ccxt
+import pandas as pd
+import pytest
+
+from common.db import make_engine
+from common.errors import CandleValidationError, DataSourceError
+from features.sources.ccxt_source import CcxtSource, make_exchange
+from features.sources.download import CandleDownloader
+from features.sources.sql_store import SqlCandleStore
+
+_MIN = pd.Timedelta(minutes=1)
+
+
+def recorded_rows(df: pd.DataFrame) -> list[list[float]]:
+    ms = df.index.as_unit("ns").asi8 // 1_000_000
+    return [[int(t), *map(float, v)] for t, v in zip(ms, df.to_numpy(), strict=True)]
+
+
+class PagedExchange:
+    """fetch_ohlcv over recorded rows, at most `page` rows a call (the exchange's newest candle
+    included, still forming); `fail` maps a call number (1-based) to the exception it raises."""
+
+    def __init__(self, rows: list[list[float]], page: int = 500, fail: dict[int, Exception] | None = None):
+        self.rows, self.page, self.fail, self.calls, self.since = rows, page, dict(fail or {}), 0, []
+
+    def fetch_ohlcv(self, symbol, timeframe="1m", since=None, limit=None):
+        self.calls += 1
+        self.since.append(since)
+        if self.calls in self.fail:
+            raise self.fail[self.calls]
+        out = [list(r) for r in self.rows if since is None or r[0] >= since]
+        return out[: min(limit or self.page, self.page)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    return SqlCandleStore(make_engine(f"sqlite:///{tmp_path / 'candles.db'}"), exchange="binance")
+
+
+@pytest.fixture
+def rec(shipped_candles) -> pd.DataFrame:
+    return shipped_candles["BTCUSDT"].iloc[:2000]
+
+
+def downloader(ex, store, now, sleeps=None, **kw) -> CandleDownloader:
+    src = CcxtSource(ex, ["BTCUSDT"], sleep=(sleeps.append if sleeps is not None else lambda s: None),
+                     backoff_s=0.1, **kw)
+    return CandleDownloader(src, store, page_limit=500, clock=lambda: now, progress=False)
+
+
+def stored(store: SqlCandleStore) -> pd.DataFrame:
+    return store.get_candles("BTCUSDT", 1_000_000)
+
+
+def test_pages_closed_candles_only_into_the_store(rec, store):
+    now = rec.index[-1] + pd.Timedelta(seconds=20)  # the last recorded candle is still forming
+    ex = PagedExchange(recorded_rows(rec))
+    res = downloader(ex, store, now).download("BTCUSDT", since=rec.index[0])
+    assert res.pages == 4 and ex.calls >= 4  # 1999 closed candles in pages of 500
+    assert res.written == 1999 and res.gaps == [] and res.first_available is None
+    pd.testing.assert_frame_equal(stored(store), rec.iloc[:-1], check_freq=False)
+    assert ex.since[0] == rec.index[0].value // 10**6
+
+
+def test_until_bounds_the_download(rec, store):
+    now = rec.index[-1] + pd.Timedelta(minutes=5)
+    res = downloader(PagedExchange(recorded_rows(rec)), store, now).download(
+        "BTCUSDT", since=rec.index[100], until=rec.index[399])
+    assert res.written == 300
+    pd.testing.assert_frame_equal(stored(store), rec.iloc[100:400], check_freq=False)
+
+
+@pytest.mark.parametrize("exc", [ccxt.NetworkError("reset"), ccxt.RateLimitExceeded("429 too many requests")])
+def test_a_failing_page_is_retried_with_growing_backoff(rec, store, exc):
+    now = rec.index[-1] + _MIN
+    ex = PagedExchange(recorded_rows(rec), fail={2: exc, 3: exc, 4: exc})
+    sleeps: list[float] = []
+    res = downloader(ex, store, now, sleeps).download("BTCUSDT", since=rec.index[0])
+    assert res.written == 2000
+    assert len(sleeps) == 3 and sleeps[2] > sleeps[0]  # capped exponential backoff with jitter
+    assert ex.since[1] == ex.since[2] == ex.since[3] == ex.since[4]  # the same page asked again
+    pd.testing.assert_frame_equal(stored(store), rec, check_freq=False)
+
+
+def test_exchange_gap_is_reported_not_filled(rec, store):
+    rows = recorded_rows(rec)
+    del rows[700:760]  # the exchange has no candles for an hour (spans a page boundary)
+    del rows[1200:1203]
+    now = rec.index[-1] + _MIN
+    res = downloader(PagedExchange(rows), store, now).download("BTCUSDT", since=rec.index[0])
+    assert [(g.start, g.missing) for g in res.gaps] == [(rec.index[700], 60), (rec.index[1260], 3)]
+    assert res.missing_minutes == 63 and res.written == 2000 - 63
+    got = stored(store)
+    assert len(got) == 1937 and rec.index[730] not in got.index  # nothing invented
+
+
+def test_history_starting_after_since_is_not_a_gap(rec, store):
+    now = rec.index[-1] + _MIN
+    res = downloader(PagedExchange(recorded_rows(rec.iloc[300:])), store, now).download(
+        "BTCUSDT", since=rec.index[0])
+    assert res.first_available == rec.index[300] and res.gaps == []
+
+
+def test_bad_row_refuses_its_page_and_writes_nothing_of_it(rec, store):
+    rows = recorded_rows(rec)
+    rows[620][2] = rows[620][3] / 2  # high below low, in the second page
+    now = rec.index[-1] + _MIN
+    with pytest.raises(CandleValidationError, match=r"BTCUSDT @ .*high below"):
+        downloader(PagedExchange(rows), store, now).download("BTCUSDT", since=rec.index[0])
+    got = stored(store)
+    assert len(got) == 500 and got.index[-1] == rec.index[499]  # only the whole first page
+    # a first page with a bad row: nothing at all
+    other = SqlCandleStore(store.engine, exchange="bybit")
+    rows[5][4] = float("nan")
+    with pytest.raises(CandleValidationError, match="NaN"):
+        CandleDownloader(CcxtSource(PagedExchange(rows), ["BTCUSDT"], sleep=lambda s: None), other,
+                         page_limit=500, clock=lambda: now, progress=False).download("BTCUSDT", rec.index[0])
+    assert other.time_range("BTCUSDT") is None
+
+
+def test_resume_after_an_interruption_fetches_only_what_is_missing(rec, store):
+    now = rec.index[-1] + _MIN
+    down = PagedExchange(recorded_rows(rec), fail={i: ccxt.NetworkError("down") for i in range(3, 20)})
+    with pytest.raises(DataSourceError, match="unreachable after 3 tries"):
+        downloader(down, store, now, max_retries=2).download("BTCUSDT", since=rec.index[0])
+    assert store.time_range("BTCUSDT") == (rec.index[0], rec.index[999])  # two whole pages kept
+    ex = PagedExchange(recorded_rows(rec))
+    res = downloader(ex, store, now).download("BTCUSDT", since=rec.index[0])
+    assert ex.since[0] == rec.index[1000].value // 10**6  # resumed after the stored candles
+    assert res.written == 1000 and res.gaps == []
+    pd.testing.assert_frame_equal(stored(store), rec, check_freq=False)
+    # nothing new yet: no fetch at all; an earlier `since` fetches only the minutes before
+    ex2 = PagedExchange(recorded_rows(rec))
+    assert downloader(ex2, store, now).download("BTCUSDT", since=rec.index[0]).written == 0
+    assert ex2.calls == 0
+
+
+def test_earlier_since_prepends_only_the_missing_minutes(rec, store):
+    now = rec.index[-1] + _MIN
+    downloader(PagedExchange(recorded_rows(rec)), store, now).download("BTCUSDT", since=rec.index[1500])
+    ex = PagedExchange(recorded_rows(rec))
+    res = downloader(ex, store, now).download("BTCUSDT", since=rec.index[1000])
+    assert res.written == 500 and res.fetched == [(rec.index[1000], rec.index[1499])]
+    pd.testing.assert_frame_equal(stored(store), rec.iloc[1000:], check_freq=False)
+
+
+def test_make_exchange_respects_the_exchange_rate_limit():
+    ex = make_exchange("binance")
+    assert ex.enableRateLimit is True and ex.rateLimit > 0
