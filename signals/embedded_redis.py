@@ -170,6 +170,11 @@ class EmbeddedRedis:
                     backoff = min(self.max_backoff_s, max(0.5, backoff * 2))
                     if not self._stop.is_set():
                         self._spawn()
+                elif self._proc is None:  # owner, but the first start raised: try again
+                    self._stop.wait(backoff)
+                    backoff = min(self.max_backoff_s, max(0.5, backoff * 2))
+                    if not self._stop.is_set():
+                        self._spawn()
                 elif backoff and self.ping():
                     backoff = 0.0  # it stayed up: the next death restarts at once again
             except Exception:  # the watcher must survive anything a restart throws at it
