@@ -41,7 +41,7 @@ _register_all()
 
 # Options that take several files after one flag (`--candles A B C`), as the CLI contract
 # documents; click options take one value each, so such runs are expanded before parsing.
-_MULTI_VALUE_OPTIONS = ("--candles", "--validation-candles")
+_MULTI_VALUE_OPTIONS = ("--candles", "--validation-candles", "--symbols")
 
 
 def expand_multi_value_options(argv: list[str]) -> list[str]:

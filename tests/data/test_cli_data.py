@@ -42,7 +42,8 @@ def test_import_then_coverage(tmp_path: Path, db_url: str):
     assert r.returncode == 0, r.stderr
     cov = json.loads(r.stdout)["symbols"]
     assert cov == [{"symbol": "ETHUSDT", "exchange": "binance", "first": "2024-10-01T03:00:00+00:00",
-                    "last": "2024-10-01T07:59:00+00:00", "rows": 300, "gaps": 0, "missing_minutes": 0}]
+                    "last": "2024-10-01T07:59:00+00:00", "rows": 300, "gaps": 0, "missing_minutes": 0,
+                    "served": False}]
 
 
 def test_bad_row_imports_nothing_and_names_time_and_rule(tmp_path: Path, db_url: str):
