@@ -16,16 +16,6 @@ Strategy = Literal["validated", "conservative", "moderate", "aggressive"]
 # Thresholds per preset. Confidence is the weighted vote probability of the chosen direction
 # (3 classes, so 1/3 is chance); entropy is normalised to [0, 1] (1 = uniform).
 _PRESETS: dict[str, dict[str, Any]] = {
-    # trades only what the bundle's validated policy (signals.policy) allows; the vote
-    # thresholds below are not used by it, the level rules are
-    "validated": {
-        "min_confidence": 0.45,
-        "min_agreement": 0.60,
-        "min_quality": 0.50,
-        "max_entropy": 0.93,
-        "sl_atr_mult": 1.5,
-        "tp_atr_mult": 2.5,
-    },
     "conservative": {
         "min_confidence": 0.55,
         "min_agreement": 0.75,
@@ -51,6 +41,11 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "tp_atr_mult": 2.0,
     },
 }
+
+
+# ``validated`` trades only what the bundle's validated policy (signals.policy) allows; it does not
+# use the vote thresholds, and takes its level rules (ATR multiples) from ``moderate``
+_PRESETS["validated"] = dict(_PRESETS["moderate"])
 
 
 class SignalConfig(BaseModel):

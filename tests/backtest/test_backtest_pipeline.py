@@ -13,16 +13,10 @@ import pytest
 from mlsignals.backtest.runner import BacktestConfig, run_backtest
 from mlsignals.cli import main
 from signals.costs import CostModel
-from tests.bundles import make_test_bundle
 
 LENIENT = (("min_confidence", 0.0), ("min_agreement", 0.0), ("min_quality", 0.0), ("max_entropy", 1.0),
            ("require_return_agreement", False), ("ood_max_fraction", 1.0))
 SYMS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
-
-
-@pytest.fixture(scope="module")
-def bundle(shipped_candles, tmp_path_factory) -> Path:
-    return make_test_bundle(tmp_path_factory.mktemp("m") / "tiny", shipped_candles)
 
 
 @pytest.fixture(scope="module")

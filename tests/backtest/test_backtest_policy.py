@@ -16,14 +16,8 @@ from mlsignals.cli import main
 from model.bundle import load_bundle
 from signals.costs import CostModel
 from signals.policy import TradingPolicy
-from tests.bundles import make_test_bundle
 
 SYMS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
-
-
-@pytest.fixture(scope="module")
-def bundle(shipped_candles, tmp_path_factory) -> Path:
-    return make_test_bundle(tmp_path_factory.mktemp("m") / "tiny", shipped_candles)
 
 
 @pytest.fixture(scope="module")
