@@ -46,7 +46,7 @@ class DownloadResult:
         }
 
 
-def _utc_minute(t: pd.Timestamp | str) -> pd.Timestamp:
+def utc_minute(t: pd.Timestamp | str) -> pd.Timestamp:
     t = pd.Timestamp(t)
     return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).floor("min").as_unit("ns")
 
@@ -65,6 +65,10 @@ class CandleDownloader:
         self.source, self.store, self.page_limit = source, store, page_limit
         self._clock = clock or (lambda: pd.Timestamp.now(tz="UTC"))
         self.progress = sys.stderr.isatty() if progress is None else progress
+
+    def last_closed(self) -> pd.Timestamp:
+        """Open time of the last closed minute by this downloader's clock."""
+        return last_closed_minute(self._clock())
 
     def missing_ranges(self, symbol: str, since: pd.Timestamp, last: pd.Timestamp,
                        ) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
@@ -88,10 +92,10 @@ class CandleDownloader:
         default, and never later). Raises the source's error (DataSourceError after the
         retries, CandleValidationError on a bad candle) with every earlier page kept."""
         symbol = symbol.upper()
-        since = _utc_minute(since)
-        last = last_closed_minute(self._clock())
+        since = utc_minute(since)
+        last = self.last_closed()
         if until is not None:
-            last = min(last, _utc_minute(until))
+            last = min(last, utc_minute(until))
         result = DownloadResult(symbol, self.store.exchange, (since, last))
         ranges = self.missing_ranges(symbol, since, last)
         total = sum(int((b - a) / _MINUTE) + 1 for a, b in ranges)
