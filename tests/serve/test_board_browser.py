@@ -9,6 +9,7 @@ MLSIGNALS_UPDATE_SCREENSHOT=1 also writes the screenshot to docs/board.png (READ
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -40,7 +41,7 @@ def _browser():
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=1500,1250", "--hide-scrollbars"):
         opts.add_argument(arg)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})  # + network requests
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)  # no Selenium Manager
 
 
@@ -55,6 +56,7 @@ def _wait(cond, timeout: float, what: str, poll: float = 0.5):
 
 
 def test_board_in_headless_chromium(tmp_path: Path):
+    t_start = time.time()
     port = free_port()
     cfg = yaml.safe_load((PROJECT_ROOT / "serve_config.yaml").read_text())
     cfg["http_options"]["port"] = port
@@ -147,6 +149,13 @@ def test_board_in_headless_chromium(tmp_path: Path):
             shutil.copy(shot, PROJECT_ROOT / "docs" / "board.png")
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and " 401 " not in e["message"]]
         assert not errors, errors
+        # every request the page made: the key in none of their URLs, in the header of the data calls
+        sent = [m["params"]["request"] for m in (json.loads(e["message"])["message"] for e in driver.get_log("performance"))
+                if m["method"] == "Network.requestWillBeSent"]
+        assert sent and not [r["url"] for r in sent if key in r["url"]]
+        keyed = {r["url"].split("?")[0].removeprefix(url) for r in sent
+                 if {k.lower(): v for k, v in r["headers"].items()}.get("x-api-key") == key}
+        assert {"/board/api/overview", "/signals/stream", "/board/api/scorecard"} <= keyed, keyed
         assert updated  # (kept for the failure message above)
     finally:
         if driver is not None:
@@ -160,4 +169,12 @@ def test_board_in_headless_chromium(tmp_path: Path):
         logs = log_file.read_text()
         shutil.rmtree(tmp_path / "var", ignore_errors=True)
     assert key not in logs  # the key is never logged (it travels in a header only)
+    # ... nor in the log files of the Ray sessions started since (Serve's access and replica
+    # logs of this run among them; the key is this test's own random one)
+    sessions = [d for d in Path("/tmp/ray").glob("session_2*") if d.stat().st_mtime >= t_start - 5]
+    assert sessions, "no Ray session of this run found under /tmp/ray"
+    for session in sessions:
+        for f in Path(session, "logs").rglob("*"):
+            if f.is_file() and not f.is_symlink() and f.stat().st_size < 200_000_000:
+                assert key.encode() not in f.read_bytes(), f
     assert proc.returncode == 0, logs[-4000:]
