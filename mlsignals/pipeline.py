@@ -223,8 +223,14 @@ class SignalSink:
     def _processor(self, meta: ModelMeta) -> MLSignalProcessor:
         p = self._processors.get(meta.model_version)
         if p is None:
-            policy = TradingPolicy.from_dict(meta.policy) if meta.policy else None
-            p = self._processors[meta.model_version] = MLSignalProcessor(self.config, meta.target_spec, policy)
+            policy, problem = None, None
+            if meta.policy:
+                try:
+                    policy = TradingPolicy.from_dict(meta.policy)
+                except ValueError as exc:  # pydantic's ValidationError: a NEUTRAL with the reason, never a 500
+                    problem = f"the bundle's policy.json is invalid ({str(exc).splitlines()[0]})"
+            p = self._processors[meta.model_version] = MLSignalProcessor(
+                self.config, meta.target_spec, policy, policy_error=problem)
         return p
 
     def handle(

@@ -68,10 +68,14 @@ class Vote:
 class MLSignalProcessor:
     """Turns one ModelOutput into one Signal under a SignalConfig (plain class, no Ray)."""
 
-    def __init__(self, config: SignalConfig, target_spec: TargetSpec, policy: TradingPolicy | None = None) -> None:
+    def __init__(
+        self, config: SignalConfig, target_spec: TargetSpec, policy: TradingPolicy | None = None,
+        policy_error: str | None = None,
+    ) -> None:
         self.config = config
         self.spec = target_spec
         self.policy = policy
+        self.policy_error = policy_error  # why the bundle's policy could not be read (validated -> NEUTRAL)
         w = np.asarray(config.horizon_weights, dtype=np.float64)
         self._weights = w / w.sum()
         self._levels = np.asarray(target_spec.levels, dtype=np.float64)
@@ -230,6 +234,8 @@ class MLSignalProcessor:
         """The ``validated`` strategy: trade a horizon only where the bundle's policy found an
         edge after costs on validation, and only above that horizon's validated margin."""
         pol = self.policy
+        if self.policy_error:
+            return self._neutral(entry, [f"no validated edge: {self.policy_error}"], None, **base)
         if pol is None:
             return self._neutral(entry, ["no validated edge: the model bundle has no validated policy "
                                          "(`mlsignals policy` writes one)"], None, **base)

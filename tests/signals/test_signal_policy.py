@@ -140,6 +140,11 @@ def test_the_policy_in_the_bundle_is_what_the_processor_uses(calibrated_bundle: 
     assert proc.policy == pol
     s = _process(proc, _output(0.40, 0.30))
     assert s.direction is Direction.LONG and s.horizon in ("15m", "12h")
+    # a policy the processor cannot read (e.g. a newer format) gives NEUTRAL with the reason, not an error
+    odd = SignalSink(SignalConfig.preset("validated"))._processor(
+        ModelMeta(**{**ModelMeta.of(engine).__dict__, "policy": {"horizons": "?"}}))
+    s = _process(odd, _output(0.40, 0.30))
+    assert s.direction is Direction.NEUTRAL and "policy.json is invalid" in s.reasons[0]
     # an edited policy is refused, and so is an unsigned one
     data = json.loads((b / "policy.json").read_text())
     data["horizons"][1]["enabled"] = True
