@@ -143,6 +143,10 @@ class BackfilledSource:
     def status(self) -> dict:
         return self.backfill.status()
 
+    def start_backfill(self) -> BackfilledSource:
+        self.backfill.start()
+        return self
+
     def get_candles(self, symbol: str, n: int, end: pd.Timestamp | None = None) -> pd.DataFrame:
         symbol = symbol.upper()
         if symbol not in self.backfill.symbols:

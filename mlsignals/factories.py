@@ -44,10 +44,34 @@ def build_source(settings: Settings) -> MarketDataSource:
 
 
 def feature_stage(settings: Settings, source: MarketDataSource | None = None, model_path: Path | None = None,
-                  ) -> FeatureStage:
+                  backfill: bool = False) -> FeatureStage:
+    """backfill: with the ccxt source (and data.ccxt.backfill), start the history backfill into
+    the SQL store and read through it (the service; one-off CLI runs read the exchange directly)."""
     targets, context = read_bundle_targets(model_path or settings.model_path)
     calc = RealTimeIndicatorCalculator(bar_minutes=targets.bar_minutes, n_rows=context)
-    return FeatureStage(source if source is not None else build_source(settings), calc, gap_policy(settings))
+    policy = gap_policy(settings)
+    if source is None and backfill and settings.data.source == "ccxt" and settings.data.ccxt.backfill:
+        source = backfilled_source(settings, calc.required_minutes + policy.max_fill * 4).start_backfill()
+    return FeatureStage(source if source is not None else build_source(settings), calc, policy)
+
+
+def backfilled_source(settings: Settings, minutes: int):
+    """The live ccxt source behind the SQL candle store (rows labelled with the ccxt exchange id):
+    the last ``minutes`` of every tracked symbol (and BTC) are backfilled, then only new minutes
+    fetched. Call ``start_backfill()`` on the result to begin."""
+    from features.calculator import BTC_SYMBOL
+    from features.sources.ccxt_source import CcxtSource, make_exchange
+    from features.sources.download import CandleDownloader
+    from features.sources.sql_store import SqlCandleStore
+    from mlsignals.backfill import Backfill, BackfilledSource
+
+    c = settings.data.ccxt
+    symbols = list(dict.fromkeys([*settings.symbols, BTC_SYMBOL]))
+    live = CcxtSource(make_exchange(c.exchange, c.timeout_ms), symbols, c.market_type, c.max_retries, c.backoff_s)
+    store = SqlCandleStore(make_engine(settings.database_url_value()), exchange=c.exchange.lower())
+    job = Backfill(CandleDownloader(live, store, progress=False), symbols, minutes,
+                   concurrency=settings.data.ccxt.backfill_concurrency)
+    return BackfilledSource(job)
 
 
 def gap_policy(settings: Settings) -> GapPolicy:

@@ -42,6 +42,8 @@ class CcxtConfig(BaseModel):
     timeout_ms: int = Field(10_000, ge=1000, le=120_000)
     max_retries: int = Field(4, ge=0, le=10)
     backoff_s: float = Field(0.5, gt=0, le=30)
+    backfill: bool = Field(True, description="the service downloads the history the model needs into the SQL store")
+    backfill_concurrency: int = Field(4, ge=1, le=64, description="symbols downloaded at once while backfilling")
 
 
 class DataConfig(BaseModel):

@@ -138,9 +138,10 @@ def coverage(
     kind = source or settings.data.source
     if kind == "sql":
         rows = _store(database_url, exchange).coverage(all_exchanges=exchange is None)
-        reads = settings.data.exchange.lower()
+        backfilled = settings.data.source == "ccxt" and settings.data.ccxt.backfill
+        reads = (settings.data.ccxt.exchange if backfilled else settings.data.exchange).lower()
         for r in rows:
-            r["served"] = settings.data.source == "sql" and r["exchange"] == reads
+            r["served"] = (settings.data.source == "sql" or backfilled) and r["exchange"] == reads
     elif kind in ("replay", "files"):
         root = directory or PROJECT_ROOT / "data" / "candles"
         rows = []

@@ -153,3 +153,41 @@ def test_exchange_down_after_backfill_serves_the_stored_candles(shipped_candles,
     clock["now"] += 2 * _MIN
     df = source.get_candles("BTCUSDT", 50)  # no crash; the feature stage's stale rule judges the age
     assert df.index[-1] == shipped_candles["BTCUSDT"].index[2999]
+
+
+def test_the_service_feature_stage_backfills_a_ccxt_source(shipped_candles, clock, tmp_path, monkeypatch):
+    """factories.feature_stage(..., backfill=True) (what the FeatureCalculator deployment builds):
+    tracked symbols and BTC backfilled into the store under the ccxt exchange's label."""
+    from features.sources import ccxt_source
+    from mlsignals.factories import feature_stage
+    from mlsignals.settings import load_settings
+
+    clock["now"] = shipped_candles["BTCUSDT"].index[12000] + pd.Timedelta(seconds=30)
+    ex = LiveExchange(shipped_candles, clock, delay=0.0)
+    monkeypatch.setattr(ccxt_source, "make_exchange", lambda exchange_id, timeout_ms=10_000: ex)
+    monkeypatch.setattr(ccxt_source.CcxtSource, "__init__", _with_clock(ccxt_source.CcxtSource.__init__, clock))
+    monkeypatch.setattr(CandleDownloader, "last_closed", lambda self: clock["now"].floor("min") - _MIN)
+    db = f"sqlite:///{tmp_path / 'svc.db'}"
+    settings = load_settings(symbols=["ETHUSDT", "SOLUSDT"], database_url=db,
+                             data={"source": "ccxt", "ccxt": {"exchange": "okx", "backfill_concurrency": 2}})
+    stage = feature_stage(settings, backfill=True)
+    assert isinstance(stage.source, BackfilledSource)
+    assert stage.source.backfill.wait(60), stage.source.status()
+    assert stage.source.status()["message"] == "backfilled 3 symbols"  # ETH, SOL and BTC
+    okx = SqlCandleStore(make_engine(db), exchange="okx")
+    need = stage.required_minutes + stage.gap_policy.max_fill * 4
+    assert okx.symbols() == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+    assert okx.time_range("ETHUSDT") == (shipped_candles["ETHUSDT"].index[12000 - need],
+                                         shipped_candles["ETHUSDT"].index[11999])
+    frames, errors = stage.load_candles(["ETHUSDT", "SOLUSDT"], None, clock["now"])
+    assert errors == {} and set(frames) == {"ETHUSDT", "SOLUSDT", "BTCUSDT"}
+    stage.source.backfill.stop(5)
+    # one-off runs (CLI) and other sources are not wrapped
+    assert not isinstance(feature_stage(settings).source, BackfilledSource)
+
+
+def _with_clock(init, clock):
+    def patched(self, *a, **kw):
+        kw.setdefault("clock", lambda: clock["now"])
+        init(self, *a, **kw)
+    return patched
