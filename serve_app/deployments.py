@@ -36,7 +36,8 @@ class FeatureCalculator:
     """Candles from the configured market-data source -> feature windows for many symbols."""
 
     def __init__(self, config_path: str | None = None) -> None:
-        self.stage = factories.feature_stage(load_settings(config_path))
+        # a live (ccxt) source backfills the model's history into the SQL store first
+        self.stage = factories.feature_stage(load_settings(config_path), backfill=True)
 
     def compute(
         self, symbols: list[str], end: pd.Timestamp | None = None, candles: dict[str, pd.DataFrame] | None = None
@@ -53,6 +54,11 @@ class FeatureCalculator:
     def recent_candles(self, symbol: str, minutes: int) -> pd.DataFrame:
         """The last ``minutes`` closed 1-minute candles of ``symbol`` (the board's chart)."""
         return self.stage.source.get_candles(symbol, minutes)
+
+    def data_status(self) -> dict:
+        """The market-data source's state for /readyz ("backfilling k/n symbols" while it does)."""
+        status = getattr(self.stage.source, "status", None)
+        return {"source": type(self.stage.source).__name__, **(status() if callable(status) else {})}
 
 
 class MLManagerConfig(BaseModel):

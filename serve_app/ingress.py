@@ -153,7 +153,7 @@ class Ingress:
         """Ready when the model is loaded and Redis and the database answer."""
         checks: dict = {}
         for name, call in (("model", self.ml.info), ("delivery", self.signals.status),
-                           ("scheduler", self.scheduler.status)):
+                           ("scheduler", self.scheduler.status), ("data", self.features.data_status)):
             try:
                 checks[name] = await call.remote()
             except Exception as exc:  # a dead or failing deployment makes the service not ready
