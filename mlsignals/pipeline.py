@@ -57,6 +57,11 @@ class FeatureResult:
         return replace(self, latency_ms={}, cached=True)
 
 
+def _utc(t: pd.Timestamp) -> pd.Timestamp:
+    t = pd.Timestamp(t)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
 class FeatureStage:
     """Loads candles for a tick (plus BTC for cross-asset features), applies the gap policy and
     the staleness rule, and computes the model's feature window for every symbol in one call."""
@@ -104,8 +109,12 @@ class FeatureStage:
             df, open_gaps = fill_gaps(df, self.gap_policy)
             if open_gaps:
                 df = df.loc[open_gaps[-1].start + pd.Timedelta(minutes=open_gaps[-1].missing):]
-            if end is None and is_stale(df, now_ts, self.gap_policy):
-                errors[sym] = f"{sym}: stale data, last candle {df.index[-1].isoformat()}"
+            # stale at the minute asked for: now, or `end` for a past minute (never older candles
+            # passed off as that minute's)
+            at = None if end is None else _utc(end).floor("min")
+            if is_stale(df, now_ts if at is None else at + pd.Timedelta(minutes=1), self.gap_policy):
+                when = "" if at is None else f" at {at.isoformat()}"
+                errors[sym] = f"{sym}: stale data{when}, last candle {df.index[-1].isoformat()}"
                 continue
             frames[sym] = df.iloc[-self.required_minutes :]
         return frames, errors

@@ -35,7 +35,7 @@ def predict_cmd(
     pipeline = in_process_pipeline(settings, source, model, publish=publish, compile=compile)
     fr, signal = pipeline.run_detailed([symbol], end=end, publish=False)[0]
     if fr.error:  # bad or too short input is the user's to fix: say so, publish nothing, exit non-zero
-        raise MLSignalsError(fr.error)
+        raise MLSignalsError(fr.error + _hint(fr.error, source, symbol, end))
     if publish and pipeline.sink.publisher is not None:
         pipeline.sink.publisher.publish(signal)
         pipeline.sink.publisher.relay.relay_once()
@@ -47,6 +47,21 @@ def predict_cmd(
     typer.echo(f"{s.symbol} {s.direction.value} conf={s.confidence:.3f} horizon={s.horizon}{levels}")
     for r in s.reasons:
         typer.echo(f"  - {r}")
+
+
+def _hint(error: str, source, symbol: str, end) -> str:
+    """What to do about a data error: a past minute asked with --at, another store label."""
+    if "stale data" in error and end is None and "last candle " in error:
+        return f"; for a past minute pass --at (e.g. --at {error.rsplit('last candle ', 1)[1]})"
+    from features.sources.sql_store import SqlCandleStore
+
+    if "no candles" in error and isinstance(source, SqlCandleStore):
+        labels = [ex for ex in source.exchanges() if ex != source.exchange
+                  and symbol in SqlCandleStore(source.engine, ex, source.timeframe).symbols()]
+        if labels:
+            return (f"; the candle store has {symbol} under exchange label {', '.join(labels)}, the service "
+                    f"reads {source.exchange!r}: set MLSIGNALS_DATA__EXCHANGE={labels[0]}")
+    return ""
 
 
 def register(app: typer.Typer) -> None:
