@@ -153,3 +153,11 @@ def test_earlier_since_prepends_only_the_missing_minutes(rec, store):
 def test_make_exchange_respects_the_exchange_rate_limit():
     ex = make_exchange("binance")
     assert ex.enableRateLimit is True and ex.rateLimit > 0
+
+
+def test_progress_bar_on_stderr(rec, store, capsys):
+    now = rec.index[-1] + _MIN
+    src = CcxtSource(PagedExchange(recorded_rows(rec)), ["BTCUSDT"], sleep=lambda s: None)
+    CandleDownloader(src, store, page_limit=500, clock=lambda: now, progress=True).download("BTCUSDT", rec.index[0])
+    err = capsys.readouterr().err
+    assert "binance BTCUSDT" in err and "2000/2000" in err
