@@ -161,3 +161,19 @@ def test_progress_bar_on_stderr(rec, store, capsys):
     CandleDownloader(src, store, page_limit=500, clock=lambda: now, progress=True).download("BTCUSDT", rec.index[0])
     err = capsys.readouterr().err
     assert "binance BTCUSDT" in err and "2000/2000" in err
+
+
+@pytest.mark.services
+def test_interrupted_download_resumes_on_postgresql(rec, pg_url):
+    """The store's time range (timestamptz on PostgreSQL) drives the resume the same way."""
+    pg = SqlCandleStore(make_engine(pg_url), exchange="binance")
+    now = rec.index[-1] + _MIN
+    down = PagedExchange(recorded_rows(rec), fail={i: ccxt.RateLimitExceeded("429") for i in range(2, 9)})
+    with pytest.raises(DataSourceError):
+        downloader(down, pg, now, max_retries=1).download("BTCUSDT", since=rec.index[0])
+    assert pg.time_range("BTCUSDT") == (rec.index[0], rec.index[499])
+    ex = PagedExchange(recorded_rows(rec))
+    assert downloader(ex, pg, now).download("BTCUSDT", since=rec.index[0]).written == 1500
+    assert ex.since[0] == rec.index[500].value // 10**6
+    pd.testing.assert_frame_equal(stored(pg), rec, check_freq=False)
+    pg.engine.dispose()
