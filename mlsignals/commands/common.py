@@ -42,13 +42,13 @@ def emit_json(obj: Any) -> None:
     print(json.dumps(json_safe(json.loads(json.dumps(obj, default=_default))), indent=2))
 
 
-def parse_time(text: str | None) -> pd.Timestamp | None:
+def parse_time(text: str | None, option: str = "--at") -> pd.Timestamp | None:
     if text is None:
         return None
     try:
         t = pd.Timestamp(text)
     except (ValueError, TypeError):
-        raise MLSignalsError(f"--at {text!r}: not a time; use ISO-8601, e.g. 2025-06-01T12:14Z") from None
+        raise MLSignalsError(f"{option} {text!r}: not a time; use ISO-8601, e.g. 2025-06-01T12:14Z") from None
     return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).floor("min")
 
 

@@ -83,7 +83,7 @@ def download(
     from features.sources.download import CandleDownloader
 
     settings = load_settings()
-    start, end = parse_time(since), parse_time(until)
+    start, end = parse_time(since, "--since"), parse_time(until, "--until")
     if end is not None and end < start:
         raise MLSignalsError(f"--until {until} is before --since {since}")
     wanted = list(dict.fromkeys(s.strip().upper() for arg in symbols for s in arg.split(",") if s.strip()))

@@ -108,3 +108,13 @@ def test_coverage_lists_every_exchange_and_marks_the_served_one(db, capsys, monk
     monkeypatch.setenv("MLSIGNALS_DATA__EXCHANGE", "okx")
     code, out, _ = cli(capsys, "data", "coverage", "--database-url", db)
     assert "reads none of these" in out and "binance: MLSIGNALS_DATA__EXCHANGE=binance" in out
+
+
+def test_download_usage_errors_are_one_line(db, exchanges, capsys):
+    code, _, err = cli(capsys, "data", "download", "--exchange", "binance", "--symbols", "BTCUSDT",
+                       "--since", "yesterdayish", "--database-url", db)
+    assert code == 2 and err.strip() == (
+        "error: --since 'yesterdayish': not a time; use ISO-8601, e.g. 2025-06-01T12:14Z")
+    code, _, err = cli(capsys, "data", "download", "--exchange", "binance", "--symbols", "BTCUSDT",
+                       "--since", "2025-06-02", "--until", "2025-06-01", "--database-url", db)
+    assert code == 2 and "--until 2025-06-01 is before --since 2025-06-02" in err
