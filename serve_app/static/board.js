@@ -99,6 +99,12 @@ function renderCard(sym) {
     li.textContent = r;
     reasons.appendChild(li);
   }
+  // what the model does know, whatever the direction: P(move beyond the FLAT band) and the
+  // expected absolute move per horizon (Signal.forecast, calibrated)
+  $(".forecast", el).textContent = (sig.forecast || [])
+    .map((f) => `${f.horizon} P(move) ${pct(f.p_move, 0)}` +
+      (f.expected_abs_move === null || f.expected_abs_move === undefined ? "" : ` ±${pct(f.expected_abs_move, 2)}`))
+    .join(" · ");
   updateClock(sym);
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -102,6 +103,7 @@ def test_board_in_headless_chromium(tmp_path: Path):
                 "return Object.fromEntries([...document.querySelectorAll('.card')].map(c => [c.dataset.symbol,"
                 " {id: c.dataset.signalId, bar: c.dataset.barTime, dir: c.dataset.direction,"
                 "  reasons: [...c.querySelectorAll('.reasons li')].map(l => l.textContent),"
+                "  forecast: c.querySelector('.forecast').textContent,"
                 "  marks: c.querySelectorAll('.chart rect').length}]))")
 
         # Every symbol within the first minute; on a machine so loaded that the service's own
@@ -136,6 +138,11 @@ def test_board_in_headless_chromium(tmp_path: Path):
         assert neutral, f"no NEUTRAL on the board to check: {[(s, shown[s]['dir']) for s in symbols]}"
         for s in neutral:
             assert shown[s]["reasons"] == latest[s].reasons and shown[s]["reasons"], s
+            # and the calibrated move forecast it carries, one entry per horizon
+            f = latest[s].forecast
+            assert f and shown[s]["forecast"].count("P(move)") == len(f), shown[s]
+            m = re.search(rf"{f[0].horizon} P\(move\) (\d+)%", shown[s]["forecast"])
+            assert m and abs(int(m.group(1)) - f[0].p_move * 100) <= 0.51, shown[s]
 
         # charts: candles drawn for every symbol; health header filled from /readyz
         _wait(lambda: all(v["marks"] > 10 for v in cards().values()), 60, "candle charts")
