@@ -12,7 +12,7 @@ import pytest
 from common.db import make_engine
 from features.sources import ccxt_source
 from features.sources.sql_store import SqlCandleStore
-from mlsignals.cli import main
+from tests.conftest import run_cli as cli
 from tests.data.test_download import PagedExchange, recorded_rows
 
 
@@ -43,16 +43,6 @@ def exchanges(shipped_candles, monkeypatch):
     made_by = make
     made_by.made = made
     return made_by
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_download_several_symbols_then_resume(db, exchanges, shipped_candles, capsys):

@@ -10,19 +10,9 @@ import pytest
 
 from common.db import make_engine
 from features.sources.sql_store import SqlCandleStore
-from mlsignals.cli import main
+from tests.conftest import run_cli as cli
 
 N = 10_000  # the shipped model needs 9,780 one-minute candles
-
-
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture
