@@ -7,7 +7,7 @@ A sample is a global row position g; its model input is ``x[g - N*(C-1) .. g : N
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,6 @@ class AnchorPool:
     valid: np.ndarray
     context: int
     steps: np.ndarray
-    periods: list[str] = field(default_factory=list)
     scaler: FeatureScaler | None = None
 
     @classmethod
@@ -58,7 +57,6 @@ class AnchorPool:
             valid=valid,
             context=context,
             steps=np.repeat([s.rows_per_bar(bar_minutes) for s in series], lengths).astype(np.int64),
-            periods=[s.period for s in series],
         )
 
     def apply_scaler(self, scaler: FeatureScaler) -> None:

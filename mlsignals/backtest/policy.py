@@ -22,7 +22,6 @@ import pandas as pd
 from tqdm import tqdm
 
 from common.errors import MLSignalsError
-from features.candles import GapPolicy
 from mlsignals.backtest.baselines import MIN_VAL_TRADES
 from mlsignals.backtest.decisions import ONE_MIN, Decisions, Market, PrecomputedFeatures, decisions_from_signals
 from mlsignals.backtest.runner import _features, prepare_frames
@@ -67,13 +66,12 @@ def _usable_positions(market: Market, stage: PrecomputedFeatures, bundle_config:
 def validation_outputs(frames: dict[str, pd.DataFrame], model_dir: Path, every: int = 5,
                        progress: bool = True) -> tuple[ValidationOutputs, object]:
     from features.sources.base import FrameSource
-    from mlsignals.factories import in_process_pipeline
+    from mlsignals.factories import gap_policy, in_process_pipeline
     from mlsignals.settings import load_settings
 
     settings = load_settings(model={"path": str(model_dir), "compile": False, "device": "cpu"},
                              signals={"strategy": "validated"})
-    frames = prepare_frames(frames, GapPolicy(max_fill=settings.data.gap_fill_max,
-                                              stale_after=settings.data.stale_after))
+    frames = prepare_frames(frames, gap_policy(settings))
     live = in_process_pipeline(settings, FrameSource(frames), model_dir)
     engine = live.engine
     market = Market.from_frames(frames)

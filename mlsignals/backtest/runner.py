@@ -98,14 +98,14 @@ def run_backtest(frames: dict[str, pd.DataFrame], cfg: BacktestConfig) -> Backte
     import torch
 
     from features.sources.base import FrameSource
-    from mlsignals.factories import in_process_pipeline
+    from mlsignals.factories import gap_policy, in_process_pipeline
     from mlsignals.settings import load_settings
 
     torch.set_num_threads(max(1, cfg.torch_threads))
     t0 = time.perf_counter()
     settings = load_settings(model={"path": str(cfg.model_dir), "compile": False, "device": "cpu"},
                              signals={"strategy": cfg.strategy, **dict(cfg.signal_overrides)})
-    policy = GapPolicy(max_fill=settings.data.gap_fill_max, stale_after=settings.data.stale_after)
+    policy = gap_policy(settings)
     frames = prepare_frames(frames, policy)
     live = in_process_pipeline(settings, FrameSource(frames), cfg.model_dir)
     engine, sink = live.engine, live.sink

@@ -120,8 +120,6 @@ def test_calendar_folds_never_share_minutes_with_training(btc_1m: pd.DataFrame) 
         assert ((tv < fold.start - gap) | (tv > fold.end + gap)).all()
         # both venues are held out: no training row from either series inside the fold
         assert not ((tt >= fold.start) & (tt <= fold.end)).any()
-        assert (tt + pd.Timedelta(minutes=horizon) < tv.min() - pd.Timedelta(minutes=horizon)).all() or \
-            (tt > tv.max() + gap).all() or True
         # validation is after training in time, separated by the gap
         before = tt[tt < tv.min()]
         assert (before + pd.Timedelta(minutes=horizon) <= tv.min() - pd.Timedelta(minutes=horizon)).all()
