@@ -76,6 +76,10 @@ class SchedulerConfig(BaseModel):
     symbol_timeout_s: float = Field(20.0, gt=0, le=55)
     catch_up: bool = Field(True, description="after a restart, run each missed minute once")
     max_catch_up: int = Field(5, ge=0, le=60, description="missed minutes run at most; older ones are reported")
+    # 25: a shard is ~0.2-0.3 s of one core's feature work (~6-10 ms a symbol for its window),
+    # so the Serve hop and pickling stay a few % of it, while 500 symbols still make 20 shards
+    # to spread over the replicas; the 7-symbol embedded default is one shard, as before.
+    shard_size: int = Field(25, ge=1, le=2000, description="symbols per FeatureCalculator call in a tick")
 
 
 class ServerConfig(BaseModel):
