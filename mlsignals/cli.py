@@ -22,7 +22,7 @@ app = typer.Typer(
 
 # Command modules, in help order. A module that is not there yet is skipped, so the CLI
 # works while later parts of the pipeline are being built.
-_COMMAND_MODULES = ("data", "features", "train", "cv", "evaluate", "policy", "predict", "backtest", "signals")
+_COMMAND_MODULES = ("data", "features", "train", "stack", "cv", "evaluate", "policy", "predict", "backtest", "signals")
 
 
 def _register_all() -> None:
@@ -44,8 +44,14 @@ _register_all()
 _MULTI_VALUE_OPTIONS = ("--candles", "--validation-candles", "--symbols")
 
 
+# Options whose value may be left out (`--ray` alone, or `--ray ADDRESS`): the value they take then.
+# Typer's parser has no optional values, so a bare one gets its default inserted before parsing.
+_OPTIONAL_VALUE_OPTIONS = {"--ray": "local"}
+
+
 def expand_multi_value_options(argv: list[str]) -> list[str]:
-    """``--candles A B --json`` -> ``--candles A --candles B --json``."""
+    """``--candles A B --json`` -> ``--candles A --candles B --json``; ``--ray --json`` ->
+    ``--ray local --json``."""
     out: list[str] = []
     current: str | None = None
     for arg in argv:
@@ -58,6 +64,10 @@ def expand_multi_value_options(argv: list[str]) -> list[str]:
         elif arg.startswith("-"):
             current = None
         out.append(arg)
+    for i in range(len(out) - 1, -1, -1):
+        bare = out[i] in _OPTIONAL_VALUE_OPTIONS and (i + 1 == len(out) or out[i + 1].startswith("-"))
+        if bare:
+            out.insert(i + 1, _OPTIONAL_VALUE_OPTIONS[out[i]])
     return out
 
 

@@ -63,10 +63,12 @@ class Baselines:
 
     @classmethod
     def fit(
-        cls, inp: BaselineInputs, t: LabelledTargets, seed: int, lgbm_rounds: int = 150, only_volatility: bool = False
+        cls, inp: BaselineInputs, t: LabelledTargets, seed: int, lgbm_rounds: int = 150, only_volatility: bool = False,
+        logistic_regression: bool = True,
     ) -> Baselines:
         """Fit every baseline (``only_volatility``: majority, last-return and volatility only -
-        what cross-validation compares against, without the slow logistic/LightGBM fits)."""
+        what cross-validation compares against, without the slow logistic/LightGBM fits;
+        ``logistic_regression=False``: no logistic baseline, for cross-validating the stack)."""
         n_h = t.direction.shape[1]
         shares = np.stack([np.bincount(t.direction[:, i], minlength=3) / len(t) for i in range(n_h)])
         sign = (inp.last_ret > 0).astype(int)
@@ -96,12 +98,13 @@ class Baselines:
             vol["short_hit"].append(_binary_logistic(vz, t.short_hit[:, i].astype(int), seed))
             if only_volatility:
                 continue
-            lr = LogisticRegression(C=0.05, max_iter=300, random_state=seed).fit(inp.feat_scaled, y)
-            coef = np.zeros((3, inp.feat_scaled.shape[1]))
-            icpt = np.full(3, -30.0)  # a class never seen in training gets ~0 probability
-            coef[lr.classes_] = lr.coef_
-            icpt[lr.classes_] = lr.intercept_
-            logistic.append({"coef": coef.tolist(), "intercept": icpt.tolist()})
+            if logistic_regression:
+                lr = LogisticRegression(C=0.05, max_iter=300, random_state=seed).fit(inp.feat_scaled, y)
+                coef = np.zeros((3, inp.feat_scaled.shape[1]))
+                icpt = np.full(3, -30.0)  # a class never seen in training gets ~0 probability
+                coef[lr.classes_] = lr.coef_
+                icpt[lr.classes_] = lr.intercept_
+                logistic.append({"coef": coef.tolist(), "intercept": icpt.tolist()})
             ds = lgb.Dataset(inp.feat_t, label=y, free_raw_data=True)
             params = {
                 "objective": "multiclass",
@@ -121,7 +124,7 @@ class Baselines:
             }
             boosters.append(lgb.train(params, ds, num_boost_round=lgbm_rounds))
         params = {"majority": shares.tolist(), "last_return": table.tolist(), "volatility": vol}
-        if not only_volatility:
+        if logistic:
             params["logistic"] = logistic
         return cls(params, boosters)
 
@@ -153,13 +156,15 @@ class Baselines:
             c, b = v["short_hit"][i]
             sh[:, i] = _sigmoid(vz @ np.asarray(c) + b)
         out["volatility"] = Forecast(d, long_hit=lh, short_hit=sh)
-        if "logistic" not in p:
+        if "logistic" in p:
+            lr = np.stack(
+                [_softmax(inp.feat_scaled @ np.asarray(m["coef"]).T + np.asarray(m["intercept"]))
+                 for m in p["logistic"]],
+                axis=1,
+            )
+            out["logistic"] = Forecast(lr, returns=lr[:, :, LONG] - lr[:, :, SHORT])
+        if not self.boosters:
             return out
-        lr = np.stack(
-            [_softmax(inp.feat_scaled @ np.asarray(m["coef"]).T + np.asarray(m["intercept"])) for m in p["logistic"]],
-            axis=1,
-        )
-        out["logistic"] = Forecast(lr, returns=lr[:, :, LONG] - lr[:, :, SHORT])
         gb = np.stack([b.predict(inp.feat_t) for b in self.boosters], axis=1)
         out["lightgbm"] = Forecast(gb, returns=gb[:, :, LONG] - gb[:, :, SHORT])
         return out
@@ -168,7 +173,7 @@ class Baselines:
         """Bundle files: baselines.json and one LightGBM text model per horizon."""
         files = {BASELINES_JSON: json.dumps(self.params) + "\n"}
         for i, b in enumerate(self.boosters):
-            files[f"baseline_lgbm_{i}.txt"] = b.model_to_string()
+            files[lgbm_file(i)] = b.model_to_string()
         return files
 
     @classmethod
@@ -178,14 +183,22 @@ class Baselines:
         if not path.exists():
             raise ArtifactError(f"{root}: no {BASELINES_JSON}; this bundle was saved without baselines")
         params = json.loads(path.read_text())
-        n_h = len(params["majority"])
-        boosters = []
-        for i in range(n_h):
-            f = root / f"baseline_lgbm_{i}.txt"
-            if not f.exists():
-                raise ArtifactError(f"{root}: missing {f.name}")
-            boosters.append(lgb.Booster(model_str=f.read_text()))
-        return cls(params, boosters)
+        return cls(params, load_boosters(root, len(params["majority"])))
+
+
+def lgbm_file(horizon_index: int) -> str:
+    return f"baseline_lgbm_{horizon_index}.txt"
+
+
+def load_boosters(root: Path, n_horizons: int) -> list[lgb.Booster]:
+    """The bundle's LightGBM text models, one per horizon (text, never pickle)."""
+    boosters = []
+    for i in range(n_horizons):
+        f = root / lgbm_file(i)
+        if not f.exists():
+            raise ArtifactError(f"{root}: missing {f.name}")
+        boosters.append(lgb.Booster(model_str=f.read_text()))
+    return boosters
 
 
 __all__ = ["Baselines", "BaselineInputs", "NAMES", "LONG", "SHORT", "FLAT"]

@@ -7,6 +7,8 @@ Files:
                           config, data range, seed
     metrics.json          validation (and later held-out) metrics
     baselines.json, baseline_lgbm_h*.txt   baselines as plain numbers / LightGBM text models
+    stack.json            optional: LightGBM stacked into the direction forecast (model.stacking)
+    policy.json           optional: the validated trading policy (signals.policy)
     manifest.json         sha256 of every other file (written last)
 
 ``load_bundle`` verifies every checksum and the feature spec hash and raises ``ArtifactError``
@@ -29,12 +31,14 @@ from model.config import ModelConfig
 from model.contract import TargetSpec
 from model.patchtst import UnifiedPatchTST
 from model.scaler import FeatureScaler, FeatureStats, load_preprocessing, save_preprocessing
+from model.stacking import STACK_JSON, DirectionStack
 
 WEIGHTS = "weights.safetensors"
 PREPROCESSING = "preprocessing.npz"
 CONFIG = "config.json"
 METRICS = "metrics.json"
 POLICY = "policy.json"  # the validated trading policy (signals.policy); optional
+OPTIONAL = (POLICY, STACK_JSON)  # signed by the manifest when present
 MANIFEST = "manifest.json"
 REQUIRED = (WEIGHTS, PREPROCESSING, CONFIG, METRICS)
 
@@ -66,8 +70,9 @@ def verify_manifest(root: Path) -> None:
     for name in REQUIRED:
         if name not in sums:
             raise ArtifactError(f"{mpath}: {name} is not listed; the bundle is incomplete")
-    if (root / POLICY).exists() and POLICY not in sums:
-        raise ArtifactError(f"{mpath}: {POLICY} is present but not signed by the manifest")
+    for name in OPTIONAL:
+        if (root / name).exists() and name not in sums:
+            raise ArtifactError(f"{mpath}: {name} is present but not signed by the manifest")
     for name, expected in sums.items():
         p = root / name
         if not p.exists():
@@ -94,6 +99,8 @@ class Bundle:
     model_version: str
     # the validated trading policy (signals.policy), raw JSON; None when the bundle has none
     policy: dict[str, Any] | None = None
+    # LightGBM stacked into the direction forecast; None when the bundle has none
+    stack: DirectionStack | None = None
 
     @property
     def context_length(self) -> int:
@@ -189,8 +196,12 @@ def load_bundle(path: str | Path, spec_hash: str | None = None) -> Bundle:
         except ValueError as exc:
             raise ArtifactError(f"{root / POLICY}: unreadable policy ({exc})") from None
     # the bundle's name is its folder (models/<name>/), so a copied bundle is named where it lies;
-    # a validated policy changes the signals, so it is part of the version (and of signal ids)
+    # a validated policy or a stack changes the signals, so each is part of the version (and of
+    # signal ids)
+    stack = DirectionStack.load(root)
     version = f"{root.name}-{sha256_file(root / WEIGHTS)[:8]}"
+    if stack is not None:
+        version += f"-s{sha256_file(root / STACK_JSON)[:6]}"
     if policy is not None:
         version += f"-p{sha256_file(root / POLICY)[:6]}"
     return Bundle(
@@ -207,7 +218,17 @@ def load_bundle(path: str | Path, spec_hash: str | None = None) -> Bundle:
         config,
         version,
         policy,
+        stack,
     )
+
+
+def write_stack(root: Path, stack: DirectionStack) -> None:
+    """Add (or replace) the bundle's direction stack and re-sign the manifest (verified first).
+    A policy chosen without it no longer describes the signals: it is removed."""
+    verify_manifest(root)
+    (root / STACK_JSON).write_text(stack.to_json())
+    (root / POLICY).unlink(missing_ok=True)
+    write_manifest(root)
 
 
 def write_policy(root: Path, policy: dict[str, Any]) -> None:

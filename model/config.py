@@ -143,6 +143,9 @@ class TrainConfig(_StrictConfig):
     base_steps: int = 300
     # validation rows for the post-hoc calibration (model.calibration)
     calibration_samples: int = 40_000
+    # pool the LightGBM baseline's direction probabilities into the model's (model.stacking),
+    # weights fitted on the same validation rows as the calibration
+    stack_lightgbm: bool = True
     model: dict[str, Any] = Field(default_factory=dict)  # ModelConfig overrides (not n_features)
 
     @model_validator(mode="after")

@@ -28,8 +28,12 @@ from model.metrics import log_loss_difference, score_all
 from model.scaler import FeatureScaler
 from model.targets import derive_target_spec
 from model.train import fit_model, predict_raw
+from model.training_run import base_input_indices, fit_validation_stack
 
 log = logging.getLogger(__name__)
+# forecasters scored per fold: the recipe's model, the volatility-only baseline, and - when the
+# recipe stacks LightGBM - LightGBM alone and the model without the stack
+FORECASTERS = ("model", "volatility", "lightgbm", "unstacked")
 KEYS = ("log_loss", "brier", "ece", "direction_auc", "ic", "long_hit_log_loss", "short_hit_log_loss")
 
 
@@ -52,12 +56,18 @@ def run_fold(pool: AnchorPool, fold: Window, mcfg: ModelConfig, cfg: TrainConfig
     pool.apply_scaler(scaler)
     fit = fit_model(pool, train, val, spec, mcfg, cfg, progress=progress)
     base_rows = np.sort(rng.choice(train, min(cfg.baseline_samples, train.size), replace=False))
+    # LightGBM only where the recipe stacks it (the logistic baseline is never needed here)
     baselines = Baselines.fit(baseline_inputs(pool, base_rows, scaler), pool.labels(base_rows, spec), cfg.seed,
-                              only_volatility=True)
+                              only_volatility=not cfg.stack_lightgbm, logistic_regression=False)
+    stack = fit_validation_stack(fit.model, baselines, pool, val, spec, cfg, rng) if cfg.stack_lightgbm else None
     t = pool.labels(test, spec)
-    model_fc = forecast_from_raw(predict_raw(fit.model, pool, test, torch.device("cpu")))
-    vol_fc = baselines.forecasts(baseline_inputs(pool, test, scaler))["volatility"]
-    scores = {"model": score_all(model_fc, t, spec.horizons), "volatility": score_all(vol_fc, t, spec.horizons)}
+    raw = predict_raw(fit.model, pool, test, torch.device("cpu"))
+    model_fc = forecast_from_raw(raw if stack is None else stack.apply(raw, pool.unscaled[test]))
+    fcs = {"model": model_fc, **baselines.forecasts(baseline_inputs(pool, test, scaler))}
+    if stack is not None:  # what the stack adds: the same network without it
+        fcs["unstacked"] = forecast_from_raw(raw)
+    vol_fc = fcs["volatility"]
+    scores = {name: score_all(fcs[name], t, spec.horizons) for name in FORECASTERS if name in fcs}
     days = pool.times[test].floor("D").asi8
     diff = log_loss_difference(model_fc, vol_fc, t, days, spec.horizons)
     return {
@@ -71,6 +81,7 @@ def run_fold(pool: AnchorPool, fold: Window, mcfg: ModelConfig, cfg: TrainConfig
         "scores": {h: {name: {k: scores[name][h][k] for k in KEYS} for name in scores} for h in scores["model"]},
         "log_loss_diff": diff,
         "best_step": fit.best_step,
+        "stack": None if stack is None else stack.report,
         "seconds": round(time.perf_counter() - t0, 1),
     }
 
@@ -83,7 +94,7 @@ def summarise(folds: list[dict]) -> dict:
         d = np.array([f["log_loss_diff"][h]["diff"] for f in folds])
         per["log_loss_diff"] = {"mean": float(d.mean()), "sd": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
                                 "folds_model_better": int((d < 0).sum()), "folds": len(d)}
-        for name in ("model", "volatility"):
+        for name in (n for n in FORECASTERS if n in folds[0]["scores"][h]):
             per[name] = {}
             for k in KEYS:
                 v = [f["scores"][h][name][k] for f in folds if f["scores"][h][name][k] is not None]
@@ -96,7 +107,6 @@ def summarise(folds: list[dict]) -> dict:
 def cross_validate(series: list, cfg: TrainConfig, k: int, max_test_rows: int = 30_000,
                    progress: bool = False) -> dict:
     from features.spec import FEATURE_NAMES
-    from model.training_run import base_input_indices
 
     overrides = dict(cfg.model)
     if "base_inputs" not in overrides and series[0].features.shape[1] == len(FEATURE_NAMES):
@@ -135,7 +145,7 @@ def markdown(result: dict) -> str:
     lines += ["", "Mean ± sd over folds:", "", "| horizon | forecaster | " + " | ".join(KEYS) + " |",
               "|---|---|" + "---|" * len(KEYS)]
     for h in hs:
-        for name in ("model", "volatility"):
+        for name in (n for n in FORECASTERS if n in s[h]):
             cells = [("—" if s[h][name][k] is None else f"{s[h][name][k]['mean']:.4f} ± {s[h][name][k]['sd']:.4f}")
                      for k in KEYS]
             lines.append(f"| {h} | {name} | " + " | ".join(cells) + " |")

@@ -25,6 +25,7 @@ from model.metrics import Forecast, log_loss_difference, score_all
 from model.patchtst import UnifiedPatchTST
 from model.scaler import FeatureScaler
 from model.series import build_series
+from model.stacking import DirectionStack
 from model.targets import LabelledTargets
 from model.train import predict_raw
 
@@ -35,6 +36,13 @@ def forecast_from_raw(raw: np.ndarray) -> Forecast:
     """raw [N, 28] -> Forecast (the contract's reader; returns as the IC score)."""
     r = RawOutputs.read(raw)
     return Forecast(r.direction_probs, returns=r.returns, long_hit=r.long_hit, short_hit=r.short_hit, risk=r.risk)
+
+
+def model_raw(model: UnifiedPatchTST, pool: AnchorPool, rows: np.ndarray, stack: DirectionStack | None,
+              device: str = "cpu") -> np.ndarray:
+    """Raw contract rows of pool rows as ``InferenceEngine`` serves them: network, then stack."""
+    raw = predict_raw(model, pool, rows, torch.device(device))
+    return raw if stack is None else stack.apply(raw, pool.unscaled[rows])
 
 
 def baseline_inputs(pool: AnchorPool, rows: np.ndarray, scaler: FeatureScaler) -> BaselineInputs:
@@ -74,11 +82,12 @@ def evaluate_pool(
     pool: AnchorPool,
     rows: np.ndarray,
     device: str = "cpu",
+    stack: DirectionStack | None = None,
 ) -> EvalResult:
-    """Model and baselines on ``rows`` of a scaled pool."""
+    """Model (with the bundle's ``stack``, as served) and baselines on ``rows`` of a scaled pool."""
     t = pool.labels(rows, spec)
     model.to(torch.device(device))
-    fc = forecast_from_raw(predict_raw(model, pool, rows, torch.device(device)))
+    fc = forecast_from_raw(model_raw(model, pool, rows, stack, device))
     model.cpu()
     bfc = baselines.forecasts(baseline_inputs(pool, rows, scaler))
     times = pool.times[rows]
@@ -125,4 +134,5 @@ def evaluate_candles(
             f"{bundle.bar_minutes} min plus the longest horizon"
         )
     rows = pool.valid[:: max(1, stride)]
-    return evaluate_pool(bundle.model, bundle.scaler, bundle.target_spec, baselines, pool, rows, device), bundle
+    return evaluate_pool(bundle.model, bundle.scaler, bundle.target_spec, baselines, pool, rows, device,
+                         bundle.stack), bundle

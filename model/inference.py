@@ -122,7 +122,9 @@ class InferenceEngine:
                 if self.compiled and n != self.bucket_for(n):
                     x = torch.cat([x, x.new_zeros(self.bucket_for(n) - n, *x.shape[1:])])
                 out.append(self._forward(x)[:n].float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 28), dtype=np.float32)
+        raw = np.concatenate(out) if out else np.zeros((0, 28), dtype=np.float32)
+        stack = self.bundle.stack  # LightGBM pooled into the direction logits (model.stacking)
+        return raw if stack is None else stack.apply(raw, values[:, -1])
 
     def _check_shape(self, values: np.ndarray, symbols: Sequence[str]) -> None:
         want = (len(symbols), self.context_length, self.n_features)

@@ -19,9 +19,10 @@ from model.baselines import Baselines
 from model.bundle import save_bundle
 from model.config import ModelConfig, TrainConfig
 from model.dataset import AnchorPool, Window, calendar_split
-from model.evaluate import baseline_inputs, evaluate_pool
+from model.evaluate import baseline_inputs, evaluate_pool, model_raw
 from model.scaler import FeatureScaler, FeatureStats
 from model.series import Series, build_series, load_period_dir
+from model.stacking import STACK_JSON, DirectionStack, fit_stack
 from model.targets import derive_target_spec
 from model.train import FitResult, fit_model
 
@@ -93,6 +94,17 @@ def losses_vs_volatility(scores: dict) -> list[str]:
     return worse
 
 
+def fit_validation_stack(model, baselines: Baselines, pool: AnchorPool, val_rows: np.ndarray, spec,
+                         cfg: TrainConfig, rng: np.random.Generator) -> DirectionStack:
+    """Pool the LightGBM baseline into the direction forecast, weights fitted on validation
+    rows (``calibration_samples`` of them, as for the calibration)."""
+    rows = np.sort(rng.choice(val_rows, min(cfg.calibration_samples, val_rows.size), replace=False))
+    stack = fit_stack(model_raw(model, pool, rows, None), pool.unscaled[rows], pool.labels(rows, spec).direction,
+                      baselines.boosters)
+    log.info("LightGBM stack (model, lightgbm) weights per horizon: %s", stack.weights.round(3).tolist())
+    return stack
+
+
 def train_bundle(
     out: Path,
     cfg: TrainConfig,
@@ -141,9 +153,10 @@ def train_bundle(
     base_rows = np.sort(rng.choice(train_rows, min(cfg.baseline_samples, train_rows.size), replace=False))
     baselines = Baselines.fit(baseline_inputs(pool, base_rows, scaler), pool.labels(base_rows, spec), cfg.seed)
     base_seconds = time.perf_counter() - t_base
+    stack = fit_validation_stack(fit.model, baselines, pool, val_rows, spec, cfg, rng) if cfg.stack_lightgbm else None
 
     val_eval = evaluate_pool(fit.model, scaler, spec, baselines, pool, val_rows[:: max(1, val_rows.size // 40_000)],
-                             device="cpu")
+                             device="cpu", stack=stack)
     worse = losses_vs_volatility(val_eval.scores)
     metrics = {
         "validation": {
@@ -160,6 +173,7 @@ def train_bundle(
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "n_parameters": fit.model.n_parameters(),
         "calibration": fit.calibration,
+        "stack": None if stack is None else stack.report,
         "worse_than_volatility": worse,
     }
     if worse and not allow_worse:
@@ -175,7 +189,34 @@ def train_bundle(
         "torch": torch.__version__,
         "machine": f"{platform.machine()} {platform.processor() or ''} threads={torch.get_num_threads()}".strip(),
     }
-    path = save_bundle(
-        out, fit.model, spec, names, SPEC_HASH, scaler, stats, train_info, metrics, baselines.files()
-    )
+    files = baselines.files()
+    if stack is not None:
+        files[STACK_JSON] = stack.to_json()
+    path = save_bundle(out, fit.model, spec, names, SPEC_HASH, scaler, stats, train_info, metrics, files)
     return path, fit, metrics
+
+
+def stack_bundle(bundle_dir: Path, data_dir: Path, alignments_1m: int | None = None) -> DirectionStack:
+    """Fit and write the LightGBM stack of an already trained bundle: the bundle's own recipe
+    and split (its config.json) rebuild its validation rows from ``data_dir``; the bundle's
+    scaler, network and LightGBM are used as they are. ``alignments_1m`` overrides how many bar
+    alignments of 1-minute files are built (memory); the validation period is the same."""
+    from model.bundle import load_bundle, write_stack
+
+    bundle = load_bundle(bundle_dir)
+    cfg = TrainConfig.from_dict(bundle.config["train"]["config"])
+    if alignments_1m is not None:
+        cfg = cfg.replace(alignments_1m=alignments_1m)
+    series = load_training_series(cfg, data_dir)
+    pool = AnchorPool.build(series, bundle.context_length, cfg.bar_minutes)
+    longest = max(cfg.horizons) * cfg.bar_minutes
+    _, val_rows, split = calendar_split(pool, test_windows(cfg), cfg.val_fraction, longest, cfg.embargo_minutes)
+    if val_rows.size < 100:
+        raise MLSignalsError(f"{data_dir}: too few validation rows ({val_rows.size}) to fit the stack")
+    pool.apply_scaler(bundle.scaler)
+    log.info("stacking on the validation split %s", split)
+    baselines = Baselines.load(bundle.path)
+    stack = fit_validation_stack(bundle.model, baselines, pool, val_rows, bundle.target_spec, cfg,
+                                 np.random.default_rng(cfg.seed))
+    write_stack(bundle.path, stack)
+    return stack

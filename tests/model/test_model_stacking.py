@@ -1,0 +1,125 @@
+"""The LightGBM stack (model.stacking): fitted by likelihood on validation rows, never worse than
+the model on them, and applied identically by serving and evaluation; signed in the bundle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from common.errors import ArtifactError
+from model.bundle import load_bundle, save_bundle, write_policy, write_stack
+from model.config import ModelConfig
+from model.contract import N_HORIZONS, TargetSpec
+from model.dataset import AnchorPool
+from model.evaluate import forecast_from_raw, model_raw
+from model.inference import InferenceEngine
+from model.patchtst import UnifiedPatchTST
+from model.scaler import FeatureScaler, FeatureStats
+from model.series import Series
+from model.stacking import DirectionStack, fit_pool
+
+F, C = 9, 32
+NAMES = [f"grp.f{i}" for i in range(F)]
+
+
+def _labels(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One class per row drawn from p [N, 3]."""
+    u = rng.random(len(p))[:, None]
+    return (u > np.cumsum(p, axis=1)).sum(axis=1)
+
+
+def test_pool_takes_lightgbm_where_it_knows_the_direction_and_not_where_it_is_noise() -> None:
+    rng = np.random.default_rng(0)
+    n = 20_000
+    tilt = rng.normal(0.0, 0.15, n)  # the true LONG/SHORT tilt, which only "LightGBM" sees
+    p_move = rng.uniform(0.4, 0.8, n)
+    true = np.stack([p_move * (0.5 + tilt).clip(0.05, 0.95), p_move * (0.5 - tilt).clip(0.05, 0.95), 1 - p_move], 1)
+    true /= true.sum(axis=1, keepdims=True)
+    y = np.stack([_labels(true, rng) for _ in range(N_HORIZONS)], axis=1)
+    blind = np.stack([p_move / 2, p_move / 2, 1 - p_move], 1)  # right about the move, blind to direction
+    model = np.repeat(blind[:, None], N_HORIZONS, axis=1)
+    skilled = np.repeat(true[:, None], N_HORIZONS, axis=1)
+    noise = rng.dirichlet([5, 5, 5], size=(n, N_HORIZONS))
+    w, rep = fit_pool(model, skilled, y)
+    assert (w[:, 1] > 0.3).all()
+    assert all(rep[f"h{i}"]["val_loss_stacked"] < rep[f"h{i}"]["val_loss_model"] - 1e-3 for i in range(N_HORIZONS))
+    w, rep = fit_pool(model, noise, y)
+    assert (w[:, 1] < 0.1).all()  # noise gets (almost) no weight ...
+    # ... and the pool is never worse than the model on the rows it was fitted on
+    assert all(rep[f"h{i}"]["val_loss_stacked"] <= rep[f"h{i}"]["val_loss_model"] for i in range(N_HORIZONS))
+
+
+@pytest.fixture(scope="module")
+def stacked_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_features=F, context_length=C, patch_len=8, stride=4, d_model=16, n_heads=2, n_layers=1,
+                      base_inputs=(0, 1, 2))
+    model = UnifiedPatchTST(cfg).eval()
+    for head in (model.head_returns, model.head_direction, model.head_hits, model.head_risk):
+        torch.nn.init.normal_(head.weight, std=0.3)
+    rng = np.random.default_rng(1)
+    x = rng.normal(5.0, 3.0, size=(600, F))
+    y = (x[:, 0] > 5.0).astype(int) + (x[:, 1] > 7.0).astype(int)  # classes 0..2 from two features
+    files = {}
+    for i in range(N_HORIZONS):
+        booster = lgb.train({"objective": "multiclass", "num_class": 3, "verbose": -1, "min_data_in_leaf": 20,
+                             "num_threads": 1, "deterministic": True}, lgb.Dataset(x, label=y), num_boost_round=5)
+        files[f"baseline_lgbm_{i}.txt"] = booster.model_to_string()
+    root = save_bundle(tmp_path_factory.mktemp("b") / "stk", model, TargetSpec(), NAMES, "spec-x",
+                       FeatureScaler.fit(x), FeatureStats.from_matrix(x, NAMES), {}, {}, files)
+    boosters = [lgb.Booster(model_str=files[f"baseline_lgbm_{i}.txt"]) for i in range(N_HORIZONS)]
+    write_stack(root, DirectionStack(np.tile([0.7, 0.8], (N_HORIZONS, 1)), boosters))
+    return root
+
+
+def test_stack_is_the_same_in_serving_and_evaluation(stacked_bundle: Path) -> None:
+    """Serving (and the backtest) call InferenceEngine.predict, evaluation and cross-validation
+    model_raw on a pool: the same unscaled windows give the same stacked probabilities, and
+    they differ from the network's alone."""
+    engine = InferenceEngine.from_bundle(stacked_bundle, device="cpu", compile=False, spec_hash="spec-x")
+    assert engine.bundle.stack is not None
+    n = 6
+    feats = np.random.default_rng(3).normal(5.0, 3.0, size=(C + n, F)).astype(np.float32)
+    idx = pd.date_range("2025-01-01", periods=C + n, freq="15min")
+    series = Series("X", "p", idx, feats, pd.DataFrame(index=idx), pd.DataFrame(index=idx), step=1)
+    pool = AnchorPool.build([series], C, 15)
+    pool.apply_scaler(engine.bundle.scaler)
+    rows = np.arange(C - 1, C + n - 1)
+    eval_fc = forecast_from_raw(model_raw(engine.bundle.model, pool, rows, engine.bundle.stack))
+    windows = np.stack([feats[r - C + 1 : r + 1] for r in rows])
+    served, errors = engine.predict(windows, [str(i) for i in range(n)])
+    assert not errors
+    for i in range(n):
+        np.testing.assert_allclose(served[str(i)].direction_probs, eval_fc.direction[i], rtol=1e-5, atol=1e-6)
+    plain = forecast_from_raw(model_raw(engine.bundle.model, pool, rows, None))
+    assert not np.allclose(plain.direction, eval_fc.direction, atol=1e-3)
+    np.testing.assert_allclose(plain.long_hit, eval_fc.long_hit)  # only the direction logits change
+
+
+def test_stack_is_signed_versioned_and_drops_a_stale_policy(stacked_bundle: Path, tmp_path: Path) -> None:
+    b = tmp_path / "stk"
+    shutil.copytree(stacked_bundle, b)
+    stacked = load_bundle(b, spec_hash="spec-x")
+    assert "-s" in stacked.model_version
+    write_policy(b, {"horizons": []})
+    assert (b / "policy.json").exists()
+    write_stack(b, DirectionStack(np.tile([1.0, 0.0], (N_HORIZONS, 1)), stacked.stack.boosters))
+    again = load_bundle(b, spec_hash="spec-x")
+    assert again.model_version != stacked.model_version  # other weights, other signal ids
+    assert not (b / "policy.json").exists()  # chosen for the old forecasts: no longer valid
+    doc = json.loads((b / "stack.json").read_text())
+    doc["weights"][0] = [0.0, 3.0]
+    (b / "stack.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_bundle(b, spec_hash="spec-x")
+    (b / "manifest.json").write_text(json.dumps({"algorithm": "sha256", "files": {
+        k: v for k, v in json.loads((b / "manifest.json").read_text())["files"].items() if k != "stack.json"}}))
+    with pytest.raises(ArtifactError, match="not signed"):
+        load_bundle(b, spec_hash="spec-x")
