@@ -31,25 +31,50 @@ from signals.schema import Signal
 log = logging.getLogger("ray.serve")
 
 
-@serve.deployment(name="FeatureCalculator", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)
+# max_ongoing_requests 2: one shard computing, the next one waiting, so a tick's shards queue in
+# the caller's router, which hands each to whichever replica frees up first. With 8, the router
+# gave one replica 8 of a tick's 9 shards while the other idled (seen in the cluster test), and 8
+# GIL-bound computations in one replica's threads only slow each other down.
+@serve.deployment(name="FeatureCalculator", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=2)
 class FeatureCalculator:
     """Candles from the configured market-data source -> feature windows for many symbols."""
 
     def __init__(self, config_path: str | None = None) -> None:
         # a live (ccxt) source backfills the model's history into the SQL store first
         self.stage = factories.feature_stage(load_settings(config_path), backfill=True)
+        # Serve runs sync methods in a thread pool: one computation at a time, since the stage's
+        # cache is not thread-safe and the work holds the GIL anyway
+        self._lock = threading.Lock()
 
-    def compute(
-        self, symbols: list[str], end: pd.Timestamp | None = None, candles: dict[str, pd.DataFrame] | None = None
-    ) -> dict[str, FeatureResult]:
-        t0 = time.perf_counter()
-        out = self.stage.compute(symbols, end=end, candles=candles)
-        metrics.stage_latency().observe((time.perf_counter() - t0) * 1e3, tags={"stage": "features"})
+    def _compute(self, symbols: list[str], end: pd.Timestamp | None,
+                 candles: dict[str, pd.DataFrame] | None) -> tuple[dict[str, FeatureResult], float]:
+        with self._lock:
+            t0 = time.perf_counter()
+            out = self.stage.compute(symbols, end=end, candles=candles)
+            seconds = time.perf_counter() - t0
+        metrics.stage_latency().observe(seconds * 1e3, tags={"stage": "features"})
         for r in out.values():
             if r.error:
                 metrics.failures().inc(tags={"stage": "features"})
         metrics.stale_symbols().set(sum(1 for r in out.values() if r.error and "stale" in r.error))
-        return out
+        return out, seconds
+
+    def compute(
+        self, symbols: list[str], end: pd.Timestamp | None = None, candles: dict[str, pd.DataFrame] | None = None
+    ) -> dict[str, FeatureResult]:
+        return self._compute(symbols, end, candles)[0]
+
+    def compute_shard(
+        self, symbols: list[str], end: pd.Timestamp | None = None
+    ) -> tuple[dict[str, FeatureResult], dict[str, str | float]]:
+        """One shard of a scheduler tick: ``compute``'s results, plus who served it (this
+        replica's id and its Ray node id) and its compute seconds in here, for the tick
+        report's spread."""
+        import ray
+
+        out, seconds = self._compute(symbols, end, None)
+        return out, {"replica": serve.get_replica_context().replica_id.unique_id,
+                     "node": ray.get_runtime_context().get_node_id(), "seconds": round(seconds, 4)}
 
     def recent_candles(self, symbol: str, minutes: int) -> pd.DataFrame:
         """The last ``minutes`` closed 1-minute candles of ``symbol`` (the board's chart)."""

@@ -23,6 +23,7 @@ from ray.serve.handle import DeploymentHandle
 
 from mlsignals.pipeline import FeatureResult
 from mlsignals.settings import load_settings
+from mlsignals.shards import failed_shard, shard_symbols
 from mlsignals.ticks import TickLedger, plan_ticks, seconds_until_next
 from model.contract import ModelOutput
 from serve_app import metrics
@@ -39,6 +40,12 @@ class TickReport:
     errors: dict[str, str] = field(default_factory=dict)  # symbol -> reason (still a NEUTRAL signal)
     seconds: float = 0.0
     started_at: float = 0.0  # wall clock (epoch seconds): when the tick began, to place it in logs
+    # one plain dict per shard (JSON as is, for /readyz): index, symbols (count), replica and node
+    # that computed its features (None when the call failed), started_s (sent, seconds after the
+    # tick began), seconds (the feature call seen from here: queueing and transfer included),
+    # replica_seconds (its compute inside the replica), model_seconds, signal_seconds, error (why
+    # the shard's features failed, or None)
+    shards: list[dict] = field(default_factory=list)
 
 
 @serve.deployment(
@@ -147,32 +154,63 @@ class SignalScheduler:
             metrics.failures().inc(len(items), tags={"stage": "signal"})
             return ["FAILED"] * len(items)
 
+    async def _shard(self, index: int, symbols: list[str], minute: pd.Timestamp, tick_id: str,
+                     tick_t0: float) -> tuple[dict, dict[str, str], dict[str, str]]:
+        """One shard through the three stages: (shard report, symbol -> direction, symbol ->
+        reason). A failed feature call (replica killed mid-tick, timeout) makes this shard's
+        symbols NEUTRAL-with-reason signals; the other shards never see it."""
+        t0 = time.perf_counter()
+        info: dict = {"index": index, "symbols": len(symbols), "replica": None, "node": None,
+                      "started_s": round(t0 - tick_t0, 4), "seconds": 0.0, "replica_seconds": None,
+                      "model_seconds": 0.0, "signal_seconds": 0.0, "error": None}
+        try:
+            async with asyncio.timeout(self.cfg.symbol_timeout_s):
+                results, served = await self.features.compute_shard.remote(symbols, end=minute)
+            info.update(replica=served["replica"], node=served["node"], replica_seconds=served["seconds"])
+        except Exception as exc:
+            reason = "timeout" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"
+            reason = reason.strip().splitlines()[0][:300]  # an actor's death notice runs to many lines
+            info["error"] = reason
+            log.error("tick %s: feature shard %d (%d symbols) failed: %s", tick_id, index, len(symbols), reason)
+            metrics.failures().inc(len(symbols), tags={"stage": "features"})
+            results = failed_shard(symbols, minute, f"feature shard {index} failed: {reason} (tick {tick_id})")
+        t1 = time.perf_counter()
+        preds = await asyncio.gather(*(self._predict(results[s], tick_id) for s in symbols))
+        t2 = time.perf_counter()
+        # group by model version (a hot swap may land mid-tick): each group gets its own meta
+        served_version = next((v for _, _, v in preds if v), None)
+        groups: dict[str | None, list[int]] = {}
+        for i, (_, _, version) in enumerate(preds):
+            groups.setdefault(version or served_version, []).append(i)
+        directions: dict[int, str] = {}
+        for version, idx in groups.items():
+            items = [(results[symbols[i]], preds[i][0], preds[i][1]) for i in idx]
+            directions.update(zip(idx, await self._signals(items, version, tick_id), strict=True))
+        info.update(seconds=round(t1 - t0, 4), model_seconds=round(t2 - t1, 4),
+                    signal_seconds=round(time.perf_counter() - t2, 4))
+        errors = {s: results[s].error or preds[i][1] for i, s in enumerate(symbols) if results[s].error or preds[i][1]}
+        return info, {s: directions[i] for i, s in enumerate(symbols)}, errors
+
     async def tick(self, minute: pd.Timestamp) -> TickReport:
         async with self._lock:
             tick_id = uuid.uuid4().hex[:12]
             t0 = time.perf_counter()
             report = TickReport(tick_id, minute.isoformat(), started_at=time.time())
-            log.info("tick %s for %s: %d symbols", tick_id, minute.isoformat(), len(self.symbols))
-            results: dict[str, FeatureResult] = await self.features.compute.remote(self.symbols, end=minute)
-            preds = await asyncio.gather(*(self._predict(results[s], tick_id) for s in self.symbols))
-            # group by model version (a hot swap may land mid-tick): each group gets its own meta
-            served = next((v for _, _, v in preds if v), None)
-            groups: dict[str | None, list[int]] = {}
-            for i, (_, _, version) in enumerate(preds):
-                groups.setdefault(version or served, []).append(i)
-            directions: dict[int, str] = {}
-            for version, idx in groups.items():
-                items = [(results[self.symbols[i]], preds[i][0], preds[i][1]) for i in idx]
-                directions.update(zip(idx, await self._signals(items, version, tick_id), strict=True))
-            for i, sym in enumerate(self.symbols):
-                report.signals[sym] = directions[i]
-                err = results[sym].error or preds[i][1]
-                if err:
-                    report.errors[sym] = err
+            shards = shard_symbols(self.symbols, self.cfg.shard_size)
+            log.info("tick %s for %s: %d symbols in %d shard(s)", tick_id, minute.isoformat(), len(self.symbols),
+                     len(shards))
+            # every shard at once: Serve spreads the feature calls over the FeatureCalculator
+            # replicas, and MLManager's @serve.batch gathers the model calls of all of them
+            done = await asyncio.gather(*(self._shard(i, s, minute, tick_id, t0) for i, s in enumerate(shards)))
+            for info, directions, errors in done:
+                report.shards.append(info)
+                report.signals.update(directions)
+                report.errors.update(errors)
             report.seconds = time.perf_counter() - t0
             metrics.ticks().inc(tags={"outcome": "ok"})
             metrics.stage_latency().observe(report.seconds * 1e3, tags={"stage": "tick"})
-            log.info("tick %s done in %.2fs: %s", tick_id, report.seconds, report.signals)
+            log.info("tick %s done in %.2fs: %s; shards: %s", tick_id, report.seconds, report.signals,
+                     describe_shards(report.shards))
             self.last_report = report
             return report
 
@@ -193,3 +231,13 @@ class SignalScheduler:
     def check_health(self) -> None:
         if self._task is not None and self._task.done():
             raise RuntimeError(f"scheduler loop ended: {self._task.exception() if not self._task.cancelled() else 'cancelled'}")
+
+
+def describe_shards(shards: list[dict]) -> str:
+    """The tick log line's view of the spread: ``#index n=symbols replica@node seconds`` per
+    shard (node ids cut to 8 characters; the full ones are in the report)."""
+    parts = []
+    for sh in shards:
+        where = f"FAILED ({sh['error']})" if sh["error"] else f"{sh['replica']}@{(sh['node'] or '?')[:8]}"
+        parts.append(f"#{sh['index']} n={sh['symbols']} {where} {sh['seconds']:.2f}s")
+    return "; ".join(parts)
