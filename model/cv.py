@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -105,7 +106,9 @@ def summarise(folds: list[dict]) -> dict:
 
 
 def cross_validate(series: list, cfg: TrainConfig, k: int, max_test_rows: int = 30_000,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, on_fold: Callable[[dict], None] | None = None) -> dict:
+    """Every fold in turn; ``on_fold`` gets the result so far after each (a long run leaves
+    its finished folds behind)."""
     from features.spec import FEATURE_NAMES
 
     overrides = dict(cfg.model)
@@ -117,6 +120,8 @@ def cross_validate(series: list, cfg: TrainConfig, k: int, max_test_rows: int = 
     for i, fold in enumerate(calendar_folds(pool, k)):
         log.info("fold %d/%d: %s .. %s", i + 1, k, fold.start, fold.end)
         folds.append(run_fold(pool, fold, mcfg, cfg, max_test_rows, progress))
+        if on_fold is not None:
+            on_fold({"config": cfg.to_dict(), "k": k, "folds": folds, "summary": summarise(folds)})
     return {"config": cfg.to_dict(), "k": k, "folds": folds, "summary": summarise(folds)}
 
 
@@ -129,7 +134,9 @@ def with_budget(cfg: TrainConfig, steps: int | None) -> TrainConfig:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Purged calendar cross-validation ({result['k']} folds)", "",
+    done = len(result["folds"])
+    partial = "" if done == result["k"] else f", {done} finished so far"
+    lines = [f"# Purged calendar cross-validation ({result['k']} folds{partial})", "",
              "Direction log-loss of the model minus the volatility-only baseline (negative = model better), "
              "95 % day-block bootstrap interval per fold; both refitted on each fold's training rows.", ""]
     hs = list(result["summary"])

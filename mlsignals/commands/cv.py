@@ -36,11 +36,14 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig.from_file(config) if config else TrainConfig(train_dirs=())
         cfg = with_budget(cfg, max_steps)
         series = load_training_series(cfg, data_dir)
-        result = cross_validate(series, cfg, folds, max_test_rows=test_rows)
-        if out:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "cv.json").write_text(json.dumps(json_safe(result), indent=1) + "\n")
-            (out / "cv.md").write_text(markdown(result))
+
+        def write(result: dict) -> None:
+            if out:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "cv.json").write_text(json.dumps(json_safe(result), indent=1) + "\n")
+                (out / "cv.md").write_text(markdown(result))
+
+        result = cross_validate(series, cfg, folds, max_test_rows=test_rows, on_fold=write)
         if as_json:
             emit_json(result)
         else:

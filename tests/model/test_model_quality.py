@@ -174,3 +174,30 @@ def test_kept_alignments_give_the_same_windows_and_targets(btc_1m: pd.DataFrame)
     np.testing.assert_array_equal(pool_parts.raw.iloc[pool_parts.valid].to_numpy(),
                                   pool_full.raw.iloc[pos_full].to_numpy())
     assert abs(len(pool_parts.valid) * 5 - len(pool_full.valid)) < 0.02 * len(pool_full.valid)
+
+
+@pytest.mark.slow
+def test_cross_validation_scores_the_stacked_model_per_fold(btc_1m: pd.DataFrame) -> None:
+    """Each fold refits the LightGBM stack on its own validation rows and scores the stacked
+    model next to the volatility baseline, LightGBM alone and the model without the stack;
+    finished folds are handed out as they end."""
+    from model.cv import cross_validate, markdown
+
+    frame = btc_1m.iloc[:9000]
+    grid = minute_grid(frame)
+    rng = np.random.default_rng(1)
+    s = Series("BTCUSDT", "p", grid.index, rng.normal(size=(len(grid), 4)).astype(np.float32),
+               raw_targets_all_anchors(frame, 5, (1, 2, 3, 4)), volatility_columns(grid, 5))
+    cfg = TrainConfig(bar_minutes=5, horizons=(1, 2, 3, 4), samples_per_epoch=256, val_samples=200, epochs=1,
+                      batch_size=64, eval_every_steps=2, base_steps=20, baseline_samples=1500,
+                      calibration_samples=800, model={"context_length": 8, "patch_len": 4, "stride": 2,
+                                                      "d_model": 8, "n_heads": 2, "n_layers": 1,
+                                                      "base_inputs": [0, 1, 2, 3]})
+    seen: list[int] = []
+    result = cross_validate([s], cfg, 2, max_test_rows=500, on_fold=lambda r: seen.append(len(r["folds"])))
+    assert seen == [1, 2]
+    for fold in result["folds"]:
+        assert set(fold["scores"]["h1"]) == {"model", "volatility", "lightgbm", "unstacked"}
+        assert len(fold["stack"]) == 4 and all(v["val_loss_stacked"] <= v["val_loss_model"]
+                                               for v in fold["stack"].values())
+    assert "| h1 | lightgbm |" in markdown(result)
