@@ -52,6 +52,12 @@ class Market:
         """Grid position of minute ``t`` (must be on the grid)."""
         return int((pd.Timestamp(t) - self.times[0]) // ONE_MIN)
 
+    def slice(self, lo: int, hi: int) -> Market:
+        """Grid positions ``lo`` .. ``hi`` (inclusive) as a Market of their own (position p here is
+        ``lo + p`` in this one)."""
+        return Market(self.symbols, self.times[lo : hi + 1], self.open[:, lo : hi + 1], self.high[:, lo : hi + 1],
+                      self.low[:, lo : hi + 1], self.close[:, lo : hi + 1])
+
 
 @dataclass
 class Decisions:
@@ -88,6 +94,12 @@ class Decisions:
     def select(self, mask: np.ndarray) -> Decisions:
         return Decisions(*(getattr(self, k)[mask] for k in self.__dataclass_fields__))
 
+    def shifted(self, offset: int) -> Decisions:
+        """The same decisions with grid positions moved by ``offset`` (a sliced Market's back to
+        the full grid's)."""
+        return Decisions(self.pos + offset, self.sym, self.side, self.entry, self.sl, self.tp,
+                         self.expiry_pos + offset, self.confidence)
+
 
 def decisions_from_signals(signals: list[Signal], market: Market) -> Decisions:
     """Signals (any order) -> Decisions on ``market``'s grid."""
@@ -115,21 +127,33 @@ class PrecomputedFeatures:
     features: symbol -> [T, F] float32 rows on ``market``'s grid (row t = the live calculator's
     last row at minute t); a window at t is rows t - bar_minutes*(context-1) .. t step bar_minutes.
     ``required_minutes``: the live stage's history requirement; earlier minutes are refused with
-    the same kind of reason, so both paths decide the same minutes.
+    the same kind of reason, so both paths decide the same minutes. ``first``: symbol -> first grid
+    position with that history, when ``market`` is a slice whose own candles cannot tell (the
+    distributed backtest); by default counted on ``market``.
     """
 
     def __init__(self, market: Market, features: dict[str, np.ndarray], bar_minutes: int, context: int,
-                 required_minutes: int) -> None:
+                 required_minutes: int, first: dict[str, int] | None = None) -> None:
         self.market, self.features = market, features
         self.bar_minutes, self.context, self.required_minutes = bar_minutes, context, required_minutes
         self._atr_col = calculator_feature_index(ATR_FEATURE)
         self._offsets = bar_minutes * np.arange(context - 1, -1, -1)
         # first grid position with required_minutes candles of history, per symbol
-        self._first = {}
-        for i, s in enumerate(market.symbols):
+        self._first = dict(first) if first is not None else {}
+        for i, s in enumerate(market.symbols if first is None else ()):
             have = np.cumsum(np.isfinite(market.close[i]))
             ok = np.flatnonzero(have >= required_minutes)
             self._first[s] = int(ok[0]) if ok.size else len(market.times)
+
+    @property
+    def first_positions(self) -> dict[str, int]:
+        """symbol -> first grid position with ``required_minutes`` of history."""
+        return dict(self._first)
+
+    @property
+    def warmup_minutes(self) -> int:
+        """Grid positions before a decision minute that its window reads (the model's context)."""
+        return int(self._offsets[0])
 
     def result(self, symbol: str, p: int) -> FeatureResult:
         """The FeatureResult the live stage gives for ``symbol`` at grid position ``p``."""

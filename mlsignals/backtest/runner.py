@@ -70,14 +70,16 @@ def _features(frames: dict[str, pd.DataFrame], market: Market, bar_minutes: int)
     from model.series import anchor_feature_matrix
 
     btc = frames[find_btc(list(frames))]
-    out = {}
-    for s in market.symbols:
-        x = anchor_feature_matrix(frames[s], btc, s, bar_minutes)
-        off = market.pos(frames[s].index[0])
-        full = np.full((len(market.times), x.shape[1]), np.nan, dtype=np.float32)
-        full[off : off + len(x)] = x
-        out[s] = full
-    return out
+    return {s: on_grid(anchor_feature_matrix(frames[s], btc, s, bar_minutes), frames[s], market)
+            for s in market.symbols}
+
+
+def on_grid(x: np.ndarray, candles: pd.DataFrame, market: Market) -> np.ndarray:
+    """A symbol's anchor feature rows (from its first candle on) placed on the market grid."""
+    off = market.pos(candles.index[0])
+    full = np.full((len(market.times), x.shape[1]), np.nan, dtype=np.float32)
+    full[off : off + len(x)] = x
+    return full
 
 
 def decision_positions(market: Market, stage: PrecomputedFeatures, cfg: BacktestConfig) -> np.ndarray:
@@ -94,7 +96,11 @@ def decision_positions(market: Market, stage: PrecomputedFeatures, cfg: Backtest
     return pos if cfg.max_minutes is None else pos[: cfg.max_minutes]
 
 
-def run_backtest(frames: dict[str, pd.DataFrame], cfg: BacktestConfig) -> BacktestResult:
+def run_backtest(frames: dict[str, pd.DataFrame], cfg: BacktestConfig, executor=None) -> BacktestResult:
+    """``executor``: where the expensive part runs - per-symbol features and the replay (model +
+    signal per minute). None: here, in this process. ``mlsignals.distributed.RayBacktest``: as Ray
+    tasks (symbols, then time chunks with their warm-up), merged into the same arrays; the
+    simulation, baselines and look-ahead check always run here on the merged decisions."""
     import torch
 
     from features.sources.base import FrameSource
@@ -111,11 +117,14 @@ def run_backtest(frames: dict[str, pd.DataFrame], cfg: BacktestConfig) -> Backte
     engine, sink = live.engine, live.sink
     market = Market.from_frames(frames)
     bm, ctx = engine.bar_minutes, engine.context_length
-    feats = _features(frames, market, bm)
+    feats = _features(frames, market, bm) if executor is None else executor.features(frames, market, bm)
     t_feat = time.perf_counter()
     stage = PrecomputedFeatures(market, feats, bm, ctx, live.features.required_minutes)
     positions = decision_positions(market, stage, cfg)
-    decisions, _ = replay(stage, engine, sink, positions, cfg.chunk_minutes, cfg.progress)
+    if executor is None:
+        decisions, _ = replay(stage, engine, sink, positions, cfg.chunk_minutes, cfg.progress)
+    else:
+        decisions = executor.replay(stage, engine, sink, positions, cfg)
     t_replay = time.perf_counter()
 
     sims = {"model": simulate(decisions, market, cfg.costs)}
@@ -142,6 +151,8 @@ def run_backtest(frames: dict[str, pd.DataFrame], cfg: BacktestConfig) -> Backte
         "timing_s": {"features": t_feat - t0, "replay": t_replay - t_feat,
                      "total": time.perf_counter() - t0},
     }
+    if executor is not None:
+        meta["distributed"] = executor.report()
     return BacktestResult(market, decisions, sims, summary, look, meta)
 
 

@@ -30,6 +30,10 @@ def backtest_cmd(
     validation_candles: Annotated[list[Path] | None, typer.Option(
         "--validation-candles", help="1-minute candles of the bundle's validation period, where the "
         "logistic/LightGBM baselines choose their thresholds")] = None,
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray", help="run features and replay as Ray tasks: --ray alone starts a local Ray with --workers "
+        "CPUs, --ray ADDRESS joins a cluster (auto, HOST:6379, ray://HOST:10001); same result")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="CPUs of the local Ray that --ray starts")] = 2,
 ) -> None:
     """Walk-forward backtest of the model's signals against baselines, after costs."""
     from common.errors import ConfigError, MLSignalsError
@@ -49,7 +53,12 @@ def backtest_cmd(
                          start=parse_time(start), end=parse_time(end), every=every,
                          lookahead_samples=lookahead_samples, baselines=baselines, progress=progress,
                          validation_files=tuple(validation_candles or ()))
-    result = run_backtest(frames, cfg)
+    if ray_address is None:
+        result = run_backtest(frames, cfg)
+    else:
+        from mlsignals.distributed import RayOptions, run_backtest_ray
+
+        result = run_backtest_ray(frames, cfg, RayOptions(address=ray_address, workers=workers))
     summary = write_report(result, out)
     if json_out:
         emit_json(summary)

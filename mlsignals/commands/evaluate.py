@@ -25,6 +25,10 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", "--device", help="auto | cpu | cuda"),
         title: str = typer.Option("Held-out evaluation", "--title", help="report title"),
         as_json: bool = typer.Option(False, "--json", help="print the scores as JSON"),
+        ray_address: str | None = typer.Option(
+            None, "--ray", help="features and forwards as Ray tasks: --ray alone starts a local Ray with "
+            "--workers CPUs, --ray ADDRESS joins a cluster (auto, HOST:6379, ray://HOST:10001); same scores"),
+        workers: int = typer.Option(2, "--workers", min=1, help="CPUs of the local Ray that --ray starts"),
     ) -> None:
         """Per horizon: log-loss, accuracy, macro-F1, Brier, ECE, direction AUC, IC, level-hit AUC,
         for the model and the baselines stored in the bundle, on the same rows."""
@@ -35,7 +39,13 @@ def register(app: typer.Typer) -> None:
         logging.basicConfig(level=logging.WARNING)
         dev = str(pick_device(device))
         files = [f for c in candles for f in (sorted(c.glob("*.csv*")) if c.is_dir() else [c])]
-        result, bundle = evaluate_candles(model, files, stride=stride, device=dev)
+        if ray_address is None:
+            result, bundle = evaluate_candles(model, files, stride=stride, device=dev)
+        else:
+            from mlsignals.distributed import RayOptions, evaluate_candles_ray
+
+            result, bundle, _ = evaluate_candles_ray(model, files, stride=stride, device=dev,
+                                                     opts=RayOptions(address=ray_address, workers=workers))
         data = (
             write_report(result, bundle.model_version, bundle.target_spec, out, title)
             if out
