@@ -56,7 +56,7 @@ class FeatureCalculator:
         for r in out.values():
             if r.error:
                 metrics.failures().inc(tags={"stage": "features"})
-        metrics.stale_symbols().set(sum(1 for r in out.values() if r.error and "stale" in r.error))
+        # (the stale-symbols gauge is the scheduler's: a call here sees one shard, not the tick)
         return out, seconds
 
     def compute(

@@ -208,6 +208,7 @@ class SignalScheduler:
                 report.errors.update(errors)
             report.seconds = time.perf_counter() - t0
             metrics.ticks().inc(tags={"outcome": "ok"})
+            metrics.stale_symbols().set(sum(1 for e in report.errors.values() if "stale data" in e))
             metrics.stage_latency().observe(report.seconds * 1e3, tags={"stage": "tick"})
             log.info("tick %s done in %.2fs: %s; shards: %s", tick_id, report.seconds, report.signals,
                      describe_shards(report.shards))
