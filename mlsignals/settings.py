@@ -76,9 +76,12 @@ class SchedulerConfig(BaseModel):
     symbol_timeout_s: float = Field(20.0, gt=0, le=55)
     catch_up: bool = Field(True, description="after a restart, run each missed minute once")
     max_catch_up: int = Field(5, ge=0, le=60, description="missed minutes run at most; older ones are reported")
-    # 25: a shard is ~0.2-0.3 s of one core's feature work (~6-10 ms a symbol for its window),
-    # so the Serve hop and pickling stay a few % of it, while 500 symbols still make 20 shards
-    # to spread over the replicas; the 7-symbol embedded default is one shard, as before.
+    # 25: a shard is 0.15-0.4 s of one core's feature work (6 ms a symbol on a quiet core,
+    # bench_features; 14-17 ms on the loaded 2-core VM, bench_tick), so the Serve hop and
+    # pickling stay a few % of it, while 500 symbols still make 20 shards to spread over the
+    # replicas; the 7-symbol embedded default is one shard, as before. Each shard's feature call,
+    # its wait for a free replica included, is bounded by symbol_timeout_s: one replica fits
+    # about symbol_timeout_s / (per-symbol cost) symbols a tick (~1,200 at 16 ms and 20 s).
     shard_size: int = Field(25, ge=1, le=2000, description="symbols per FeatureCalculator call in a tick")
 
 
