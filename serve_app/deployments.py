@@ -213,6 +213,11 @@ class SignalProcessor:
         self._outcome_window = targets.horizon_minutes(-1) + 30  # minutes of candles needed
         self._outcomes_thread = threading.Thread(target=self._outcomes_loop, daemon=True, name="outcomes")
         self._outcomes_thread.start()
+        # The signals this replica made in scheduled ticks, by (symbol, bar minute), the latest
+        # two minutes only: POST /predict at that minute answers with the tick's own signal
+        # (``ticked``, copied by the Ingress) instead of running the four hops again.
+        self._ticked: dict[tuple[str, pd.Timestamp], Signal] = {}
+        self._ticked_lock = threading.Lock()  # sync methods may run in Serve's thread pool
 
     def _outcomes_loop(self, every_s: float = 60.0, spool_every_s: float = 2.0) -> None:
         """Every few seconds: drain the signal buffer and the log's spool once the database
@@ -256,7 +261,51 @@ class SignalProcessor:
     def handle_many(self, items: list[tuple[FeatureResult, ModelOutput | None, str | None]],
                     meta: ModelMeta) -> list[Signal]:
         """A tick's signals in one call (one round trip instead of one per symbol)."""
-        return [self.handle(fr, output, meta, error) for fr, output, error in items]
+        signals = [self.handle(fr, output, meta, error) for fr, output, error in items]
+        self._remember_ticked(items, signals)
+        return signals
+
+    def _remember_ticked(self, items: list[tuple[FeatureResult, ModelOutput | None, str | None]],
+                         signals: list[Signal]) -> None:
+        """Keep the tick's signals that the full path would compute again: those with a model
+        output and no error. A NEUTRAL-with-reason made by a failure of this tick (a model
+        timeout, a failed feature shard) is not kept: a request then gets a fresh computation.
+        A minute ticked again (tick now, a catch-up) gives the same id: the first signal stays,
+        the one delivery kept (it drops repeated ids), created_at included."""
+        keep = {(sig.symbol, self._minute_key(sig.bar_time)): sig
+                for (fr, output, error), sig in zip(items, signals, strict=True)
+                if output is not None and error is None and fr.error is None}
+        if not keep:
+            return
+        with self._ticked_lock:
+            for key, sig in keep.items():
+                if (old := self._ticked.get(key)) is None or old.id != sig.id:
+                    self._ticked[key] = sig
+            latest = sorted({m for _, m in self._ticked})[-2:]  # bounded: symbols x 2 entries
+            for key in [k for k in self._ticked if k[1] not in latest]:
+                del self._ticked[key]
+
+    @staticmethod
+    def _minute_key(t) -> pd.Timestamp:
+        """A bar time (datetime or Timestamp, naive = UTC) as a UTC minute, for exact lookups."""
+        t = pd.Timestamp(t)
+        return (t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")).floor("min")
+
+    def ticked(self, minute: pd.Timestamp) -> dict[str, Signal]:
+        """Symbol -> the signal a scheduled tick made on the bar of ``minute`` (the open of a
+        closed 1-minute candle). By exact minute: a tick of an older minute is never returned for
+        a newer one, and a minute not ticked yet gives nothing.
+
+        Scale-out: with several SignalProcessor replicas, a tick's signals are kept by whichever
+        replica handled that shard and a fetch lands on any replica, so the Ingress gathers them
+        over a few fetches; a symbol not found yet takes the full path: correct (same id,
+        computed again), only slower. The Redis "latest" hash is shared but not used here: the
+        relay fills it asynchronously after the tick (a miss window of its own), it holds one
+        signal per symbol (read per symbol), and during a Redis outage each read would block this
+        replica for the client's timeouts (2 s, one retry) instead of answering from memory."""
+        m = self._minute_key(minute)
+        with self._ticked_lock:
+            return {sym: sig for (sym, at), sig in self._ticked.items() if at == m}
 
     def latest(self, symbol: str) -> dict | None:
         """The last signal delivered for ``symbol`` (the per-symbol "latest" hash)."""

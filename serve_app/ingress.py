@@ -2,12 +2,14 @@
 /healthz, /readyz, /tick, OpenAPI docs at /docs. Typed errors become 4xx/503 here and only here."""
 
 
+import asyncio
 import hmac
 import logging
+import math
 import time
 from typing import Annotated
 
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import FastAPI, Header, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -21,6 +23,7 @@ from common.errors import (
     UnknownSymbolError,
 )
 from features.calculator import BTC_SYMBOL, is_btc
+from features.sources.base import last_closed_minute
 from mlsignals.settings import load_settings
 from serve_app import board, stream
 from serve_app.inputs import (
@@ -39,6 +42,91 @@ _STATUS = {
     CandleValidationError: 422, InsufficientDataError: 422, MissingCrossAssetError: 422,
     UnknownSymbolError: 404, DataSourceError: 503,
 }
+# Where a /predict answer came from: "tick" (the scheduler's signal of the latest closed minute,
+# the one it published, same id) or "computed" (the four hops ran for this request).
+SOURCE_HEADER = "X-Signal-Source"
+
+
+class TickSignals:
+    """This Ingress replica's copy of the scheduler's signals of the latest closed minute, so that
+    ``POST /predict`` for a served symbol answers with the signal the tick computed and published
+    (same id) without a call to another deployment, instead of the four hops of the full path.
+
+    - The minute is the one the full path would use (``last_closed_minute``, as the feature stage
+      and the tick do); the copy is emptied when it changes, so a signal of an older minute is
+      never served as current, and a minute not ticked yet misses (the request computes).
+    - The copy is fetched from SignalProcessor (``ticked``: the signals it made for that minute)
+      once for the requests that miss together, again only after ``refetch_s`` while symbols are
+      missing (a tick still running), and merged, so that a tick whose shards went to several
+      SignalProcessor replicas is gathered over a few fetches; until then a miss computes.
+    - The model version that serves is asked of MLManager in the background every
+      ``version_s`` while requests come; a tick signal of another version (a hot swap since the
+      tick) is not served, the full path runs with the new model. A version older than
+      ``version_max_age_s`` (the first request, a quiet spell) is awaited before answering, so the
+      version used is at most ``version_max_age_s`` old: a request in the first fraction of a second
+      after a swap completes may still get the minute's signal of the old model, the one that
+      was published for that minute, as a request that came just before the swap would.
+    - Any failure (SignalProcessor or MLManager not answering) is a miss, never an error.
+    """
+
+    def __init__(self, signals: DeploymentHandle, ml: DeploymentHandle, refetch_s: float = 0.25,
+                 version_s: float = 0.25, version_max_age_s: float = 0.5) -> None:
+        self._signals, self._ml = signals, ml
+        self.refetch_s, self.version_s, self.version_max_age_s = refetch_s, version_s, version_max_age_s
+        self._minute = None
+        self._of_minute: dict[str, Signal] = {}
+        self._fetch: asyncio.Future | None = None
+        self._fetched_at = -math.inf  # time.monotonic() when the last fetch started
+        self._version: str | None = None
+        self._version_at = -math.inf  # when the call that returned it started
+        self._version_task: asyncio.Future | None = None
+
+    async def get(self, symbol: str) -> Signal | None:
+        """The tick's signal of ``symbol`` at the latest closed minute, or None (compute it)."""
+        minute = last_closed_minute()
+        if minute != self._minute:
+            self._minute, self._of_minute, self._fetched_at = minute, {}, -math.inf
+        signal = self._of_minute.get(symbol)
+        if signal is None:
+            await self._refetch(minute)
+            signal = self._of_minute.get(symbol) if self._minute == minute else None
+            if signal is None:
+                return None
+        return signal if signal.model_version == await self._serving_version() else None
+
+    async def _refetch(self, minute) -> None:
+        if self._fetch is None or self._fetch.done():
+            if time.monotonic() - self._fetched_at < self.refetch_s:
+                return  # asked moments ago and not there yet: this request computes
+            self._fetched_at = time.monotonic()
+            self._fetch = asyncio.ensure_future(self._fetch_minute(minute))
+        await asyncio.shield(self._fetch)
+
+    async def _fetch_minute(self, minute) -> None:
+        try:
+            got: dict[str, Signal] = await self._signals.ticked.remote(minute)
+        except Exception as exc:
+            log.warning("tick signals of %s not fetched (%s); computing", minute, type(exc).__name__)
+            return
+        if self._minute == minute:
+            self._of_minute.update(got)
+
+    async def _serving_version(self) -> str | None:
+        age = time.monotonic() - self._version_at
+        if age > self.version_s and (self._version_task is None or self._version_task.done()):
+            self._version_task = asyncio.ensure_future(self._fetch_version())
+        if age > self.version_max_age_s:
+            await asyncio.shield(self._version_task)  # too old to trust: wait for a fresh one
+        return self._version if time.monotonic() - self._version_at <= self.version_max_age_s else None
+
+    async def _fetch_version(self) -> None:
+        t0 = time.monotonic()
+        try:
+            info = await self._ml.info.remote()
+        except Exception as exc:
+            log.warning("model version not fetched (%s); computing", type(exc).__name__)
+            return
+        self._version, self._version_at = info.get("model_version"), t0
 
 
 app = FastAPI(
@@ -95,6 +183,7 @@ class Ingress:
         settings = load_settings(config_path)
         self.features, self.ml, self.signals, self.scheduler = features, ml, signals, scheduler
         self._meta = ModelMetaCache(ml)
+        self.ticks = TickSignals(signals, ml)
         self.symbols = set(settings.symbols)
         self.max_candles = settings.server.max_candles
         app.state.max_body = settings.server.max_body_bytes
@@ -103,9 +192,20 @@ class Ingress:
 
     # --- routes -------------------------------------------------------------------------
     @app.post("/predict", response_model=Signal, responses={401: {}, 404: {}, 413: {}, 422: {}, 503: {}})
-    async def predict(self, body: PredictRequest, x_api_key: Annotated[str | None, Header()] = None) -> Signal:
-        """The signal for one symbol now, or for the candles given (BTC's too for a non-BTC symbol)."""
+    async def predict(
+        self, body: PredictRequest, response: Response, x_api_key: Annotated[str | None, Header()] = None
+    ) -> Signal:
+        """The signal for one symbol now, or for the candles given (BTC's too for a non-BTC symbol).
+        For a served symbol without candles, the scheduler's tick of the latest closed minute has
+        already computed it: that signal is returned when it exists (header ``X-Signal-Source:
+        tick``); otherwise, and for every what-if, the pipeline runs (``computed``)."""
         sym = body.symbol
+        if body.candles is None and body.btc_candles is None and sym in self.symbols:
+            ticked = await self.ticks.get(sym)
+            if ticked is not None:
+                response.headers[SOURCE_HEADER] = "tick"
+                return ticked
+        response.headers[SOURCE_HEADER] = "computed"
         candles = None
         if body.candles is not None:
             if len(body.candles) + len(body.btc_candles or []) > self.max_candles:

@@ -4,10 +4,13 @@ candles. One Ray instance for the session; one app for the module."""
 from __future__ import annotations
 
 import json
+import math
+import time
 import uuid
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 import redis
 import yaml
@@ -72,6 +75,88 @@ def pg_module_url():
     yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     with admin.connect() as c:
         c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def candle_rows(df) -> list[dict]:
+    return [{"timestamp": t.isoformat(), **{c: float(v) for c, v in r.items()}} for t, r in df.iterrows()]
+
+
+def away_from_minute_end(margin_s: float) -> None:
+    """Sleep past the next minute boundary when it is less than ``margin_s`` away, so that a tick
+    and the requests after it fall in the same minute."""
+    left = 60.0 - time.time() % 60.0
+    if left < margin_s:
+        time.sleep(left + 0.5)
+
+
+def same_signal(a: dict, b: dict, ignore: tuple[str, ...] = ("created_at",)) -> None:
+    """Equal field by field; floats to float32 noise (the model's forward over a batch of 4 and
+    of 1 windows may differ in the last bits: relative 1e-5, absolute 1e-7)."""
+    assert set(a) == set(b)
+
+    def eq(x, y) -> bool:
+        if isinstance(x, float) or isinstance(y, float):
+            ok = x is not None and y is not None and math.isclose(x, y, rel_tol=1e-5, abs_tol=1e-7)
+            assert ok, (x, y)
+            return ok
+        if isinstance(x, dict):
+            return isinstance(y, dict) and set(x) == set(y) and all(eq(x[k], y[k]) for k in x)
+        if isinstance(x, list):
+            return isinstance(y, list) and len(x) == len(y) and all(eq(u, v) for u, v in zip(x, y, strict=True))
+        return x == y
+
+    for k in a:
+        if k not in ignore:
+            assert eq(a[k], b[k]), (k, a[k], b[k])
+
+
+def test_predict_is_answered_from_the_tick_of_the_latest_minute(served, shipped_candles):
+    """First in the module: nothing has ticked yet. Before the tick /predict computes; after the
+    tick of the latest closed minute it returns that tick's signal (the one published, same id,
+    what the full path computed) marked ``X-Signal-Source: tick``; what-ifs always compute."""
+    from ray import serve
+
+    url = served["url"]
+    for _ in range(3):  # a minute boundary fell between the steps: again, in a minute not ticked yet
+        away_from_minute_end(10)
+        before = httpx.post(url + "/predict", json={"symbol": "ETHUSDT"}, timeout=60)
+        assert before.status_code == 200, before.text
+        assert before.headers["x-signal-source"] == "computed"  # before any tick of this minute
+        report = httpx.post(url + "/tick", timeout=120).json()
+        time.sleep(0.3)  # the Ingress asks for the minute's tick signals again after 0.25 s
+        after = httpx.post(url + "/predict", json={"symbol": "ETHUSDT"}, timeout=60)
+        assert after.status_code == 200, after.text
+        if before.json()["bar_time"][:16] == report["minute"][:16] == after.json()["bar_time"][:16]:
+            break
+    assert after.headers["x-signal-source"] == "tick"
+    served_sig = after.json()
+    assert served_sig["id"] == before.json()["id"]  # what the full path computed for this minute
+    same_signal(served_sig, before.json())
+    for sym in SYMBOLS:  # every tracked symbol of the tick
+        r = httpx.post(url + "/predict", json={"symbol": sym.lower()}, timeout=60)
+        assert r.status_code == 200 and r.headers["x-signal-source"] == "tick", (sym, r.text)
+    # the very signal the tick published (its created_at included), once the relay delivered it
+    for _ in range(50):
+        published = httpx.get(url + "/signals/latest/ETHUSDT", timeout=30)
+        if published.status_code == 200 and published.json()["id"] == served_sig["id"]:
+            break
+        time.sleep(0.2)
+    assert published.json() == served_sig
+
+    # an older minute's tick is never current; a minute not ticked yet is not there
+    minute = pd.Timestamp(report["minute"])
+    signals = serve.get_deployment_handle("SignalProcessor", "mlsignals-test")
+    assert signals.ticked.remote(minute).result()["ETHUSDT"].id == served_sig["id"]
+    assert signals.ticked.remote(minute + pd.Timedelta(minutes=1)).result() == {}
+    assert signals.ticked.remote(minute - pd.Timedelta(minutes=1)).result() == {}
+
+    # what-ifs take the full path: the caller's candles (tracked or untracked symbol)
+    eth, btc, ada = (shipped_candles[s].iloc[:700] for s in ("ETHUSDT", "BTCUSDT", "ADAUSDT"))
+    for sym, df in (("ETHUSDT", eth), ("ADAUSDT", ada)):
+        r = httpx.post(url + "/predict", json={"symbol": sym, "candles": candle_rows(df),
+                                               "btc_candles": candle_rows(btc)}, timeout=60)
+        assert r.status_code == 200 and r.headers["x-signal-source"] == "computed", (sym, r.text)
+        assert r.json()["entry"] == df["close"].iloc[-1]
 
 
 def test_tick_puts_a_signal_per_symbol_on_the_stream_and_logs_rows(served):
@@ -169,5 +254,6 @@ def test_hot_reload_good_and_bad_bundle(served):
     assert after_good["model_version"] != before["model_version"]
     assert after_good["model_version"].startswith("tiny-b-") and after_good["last_reload_error"] is None
     # the new model serves predictions
-    body = httpx.post(served["url"] + "/predict", json={"symbol": "BTCUSDT"}, timeout=60).json()
-    assert body["model_version"] == after_good["model_version"]
+    res = httpx.post(served["url"] + "/predict", json={"symbol": "BTCUSDT"}, timeout=60)
+    assert res.json()["model_version"] == after_good["model_version"]
+    assert res.headers["x-signal-source"] == "computed"  # an old model's tick is never served
