@@ -33,6 +33,14 @@ class ReplaySource:
             raise MLSignalsError(f"replay needs more than {history + 1} recorded minutes, got {self._rows}")
         self._history = history
         self._recorded = FrameSource(frames)
+        # Each minute's rows are cut from plain arrays, never by slicing the recorded frames:
+        # under pandas' copy-on-write every slice of a long-lived frame leaves a weak reference
+        # on its blocks, dead ones only pruned in batches of hundreds, so a replica serving 100
+        # symbols piled up ~1,800 of them a minute (tests/data/test_replay_bounded.py).
+        self._arrays = {
+            sym: (list(f.columns), [f[c].to_numpy() for c in f.columns])
+            for sym, f in ((s, self._recorded.frame(s)) for s in self._recorded.symbols())
+        }
 
     @classmethod
     def from_dir(cls, directory: Path, history: int = 10_000) -> ReplaySource:
@@ -54,9 +62,9 @@ class ReplaySource:
         if end_wall.tzinfo is None:
             end_wall = end_wall.tz_localize("UTC")
         row = self.recorded_row(end_wall)
-        frame = self._recorded.frame(symbol)
+        self._recorded.frame(symbol)  # UnknownSymbolError naming the served symbols
+        columns, arrays = self._arrays[symbol.upper()]
         n = min(n, self._history + 1)
-        out = frame.iloc[row - n + 1 : row + 1].copy()
-        out.index = pd.date_range(end=end_wall, periods=len(out), freq="1min", unit="ns")
-        out.index.name = "timestamp"
-        return out
+        lo = max(0, row - n + 1)
+        index = pd.date_range(end=end_wall, periods=row + 1 - lo, freq="1min", unit="ns", name="timestamp")
+        return pd.DataFrame({c: a[lo : row + 1].copy() for c, a in zip(columns, arrays, strict=True)}, index=index)
