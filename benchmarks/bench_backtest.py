@@ -13,6 +13,7 @@ shipped architecture (models/default/train_config.yaml: 15-minute bars, context 
 from a cold feature cache (a fresh working directory), checks that both give the same decisions
 and trades, and prints wall times, the speed-up, task counts, the overhead per task, and a no-op
 task's round trip (Ray's floor). Baselines are off in this mode: they run in the driver either way.
+``--eval-minutes N`` adds the same comparison for ``evaluate`` on the first N minutes (stride 7).
 """
 
 from __future__ import annotations
@@ -123,6 +124,47 @@ def ray_compare(frames: dict, model: Path, minutes: int, every: int, workers: in
         raise SystemExit("distributed result differs from the local one")
 
 
+def eval_compare(frames: dict, model: Path, minutes: int, stride: int, workers: int) -> None:
+    """``evaluate`` locally and with ``--ray`` on the first ``minutes`` of the shipped candles."""
+    import numpy as np
+    import ray
+
+    from mlsignals.distributed import RayOptions, evaluate_candles_ray
+    from model.evaluate import evaluate_candles
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_ev_"))
+    files = []
+    for s, f in frames.items():
+        files.append(tmp / f"{s}_1m.csv")
+        f.iloc[:minutes].reset_index().to_csv(files[-1], index=False)
+    t = time.perf_counter()
+    local, _ = _in_fresh_dir(lambda: evaluate_candles(model, files, stride=stride))
+    wall_local = time.perf_counter() - t
+
+    def distributed():
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        try:
+            t0 = time.perf_counter()
+            out = evaluate_candles_ray(model, files, stride=stride, opts=RayOptions(workers=workers, task_rows=2048))
+            return out, time.perf_counter() - t0
+        finally:
+            ray.shutdown()
+
+    (dist, _, info), wall_ray = _in_fresh_dir(distributed)
+    same = np.array_equal(local.model_fc.direction, dist.model_fc.direction) and local.scores == dist.scores
+    print(f"evaluate: {local.n_rows} rows (stride {stride}) of {minutes} minutes x {len(frames)} symbols, cold "
+          f"feature cache; load average {os.getloadavg()[0]:.1f} at the end")
+    print(f"| evaluate | local (s) | --ray, {workers} workers (s) | speed-up |\n|---|---:|---:|---:|")
+    print(f"| wall | {wall_local:.1f} | {wall_ray:.1f} | **{wall_local / wall_ray:.2f}x** |")
+    for stage in ("series", "forward"):
+        st = info[stage]
+        print(f"| {stage} tasks: count / seconds inside tasks (sum, max) / overhead per task | | "
+              f"{st['tasks']} / {st['task_s_sum']:.1f}, {st['task_s_max']:.1f} / {st['overhead_per_task_ms']:.0f} ms | |")
+    print(f"identical scores and forecasts: {'yes' if same else 'NO'}")
+    if not same:
+        raise SystemExit("distributed evaluation differs from the local one")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, default=ROOT / "models" / "default")
@@ -131,6 +173,8 @@ def main() -> None:
     ap.add_argument("--ray-compare", action="store_true", help="local vs --ray with --workers CPUs")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--task-minutes", type=int, default=512, help="decision minutes per Ray task")
+    ap.add_argument("--eval-minutes", type=int, default=0,
+                    help="with --ray-compare: also compare evaluate on this many minutes (stride 7)")
     args = ap.parse_args()
 
     from features.candle_files import load_candle_dir
@@ -142,6 +186,8 @@ def main() -> None:
         model = _shipped_shape_bundle(Path(tempfile.mkdtemp()) / "untrained", frames)
     if args.ray_compare:
         ray_compare(frames, model, args.minutes or 4096, args.every, args.workers, args.task_minutes)
+        if args.eval_minutes:
+            eval_compare(frames, model, args.eval_minutes, 7, args.workers)
         return
     t = time.perf_counter()
     res = run_backtest(frames, BacktestConfig(model_dir=model, every=args.every, max_minutes=args.minutes or None,
