@@ -211,6 +211,9 @@ def stack_bundle(bundle_dir: Path, data_dir: Path, alignments_1m: int | None = N
     pool = AnchorPool.build(series, bundle.context_length, cfg.bar_minutes)
     longest = max(cfg.horizons) * cfg.bar_minutes
     _, val_rows, split = calendar_split(pool, test_windows(cfg), cfg.val_fraction, longest, cfg.embargo_minutes)
+    recorded = bundle.config["train"].get("data", {}).get("val_start")
+    if recorded:  # the bundle's own validation period: none of its training minutes
+        val_rows = val_rows[pool.times[val_rows] >= pd.Timestamp(recorded)]
     if val_rows.size < 100:
         raise MLSignalsError(f"{data_dir}: too few validation rows ({val_rows.size}) to fit the stack")
     pool.apply_scaler(bundle.scaler)

@@ -201,3 +201,30 @@ def test_cross_validation_scores_the_stacked_model_per_fold(btc_1m: pd.DataFrame
         assert len(fold["stack"]) == 4 and all(v["val_loss_stacked"] <= v["val_loss_model"]
                                                for v in fold["stack"].values())
     assert "| h1 | lightgbm |" in markdown(result)
+
+
+@pytest.mark.slow
+def test_stack_of_a_trained_bundle_is_fitted_on_its_own_validation_period(tmp_path: Path) -> None:
+    """`mlsignals stack` on a bundle trained without the stack: the bundle's recorded split is
+    rebuilt from the data directory, the stack is fitted on validation rows only (none of the
+    bundle's training minutes) and signed into the bundle, which then serves another version."""
+    from model.bundle import load_bundle
+    from model.training_run import stack_bundle
+
+    cfg = TrainConfig(train_dirs=("binance_spot_2025-01",), bar_minutes=5, horizons=(1, 2, 3, 4),
+                      max_minutes_per_file=5000, alignments_1m=2, samples_per_epoch=256, val_samples=200, epochs=1,
+                      batch_size=64, eval_every_steps=2, base_steps=20, baseline_samples=1500,
+                      calibration_samples=600, stack_lightgbm=False,
+                      model={"context_length": 8, "patch_len": 4, "stride": 2, "d_model": 8, "n_heads": 2,
+                             "n_layers": 1})
+    path, _, _ = train_bundle(tmp_path / "b", cfg, data_dir=ROOT, progress=False, allow_worse=True)
+    before = load_bundle(path)
+    assert before.stack is None
+    stack = stack_bundle(path, ROOT)
+    after = load_bundle(path)
+    assert after.stack is not None and after.model_version != before.model_version
+    np.testing.assert_allclose(after.stack.weights, stack.weights)
+    val_start = pd.Timestamp(before.config["train"]["data"]["val_start"])
+    rows = [v["rows"] for v in stack.report.values()]
+    assert rows[0] == min(cfg.calibration_samples, rows[0]) > 100
+    assert pd.Timestamp(before.config["train"]["data"]["train_end"]) < val_start
