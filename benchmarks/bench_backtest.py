@@ -145,7 +145,7 @@ def eval_compare(frames: dict, model: Path, minutes: int, stride: int, workers: 
         ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
         try:
             t0 = time.perf_counter()
-            out = evaluate_candles_ray(model, files, stride=stride, opts=RayOptions(workers=workers, task_rows=2048))
+            out = evaluate_candles_ray(model, files, stride=stride, opts=RayOptions(workers=workers, task_rows=1024))
             return out, time.perf_counter() - t0
         finally:
             ray.shutdown()

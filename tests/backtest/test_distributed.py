@@ -83,6 +83,7 @@ def test_task_ranges_cover_every_index_once_on_batch_boundaries() -> None:
     assert with_warmup(1000, 1063, 225) == (775, 1063) and with_warmup(100, 163, 225) == (0, 163)
 
 
+@pytest.mark.slow
 def test_chunks_read_the_same_windows_and_decide_the_same(bundle15, frames) -> None:
     """Each chunk's slice (warm-up prepended) hands the model the full run's windows, and the
     chunks' decisions, concatenated, are the full replay's - checked without Ray."""
