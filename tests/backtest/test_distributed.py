@@ -74,6 +74,16 @@ def _cfg(bundle: Path, **kw) -> BacktestConfig:
 
 
 # ----------------------------------------------------------------------------- chunking, no Ray
+def test_bare_ray_option_means_a_local_ray() -> None:
+    from mlsignals.cli import expand_multi_value_options as expand
+
+    assert expand(["backtest", "--candles", "A", "B", "--ray"]) == [
+        "backtest", "--candles", "A", "--candles", "B", "--ray", "local"]
+    assert expand(["evaluate", "--ray", "--workers", "3"]) == ["evaluate", "--ray", "local", "--workers", "3"]
+    assert expand(["backtest", "--ray", "ray://head:10001", "--json"]) == [
+        "backtest", "--ray", "ray://head:10001", "--json"]
+
+
 def test_task_ranges_cover_every_index_once_on_batch_boundaries() -> None:
     for n, per, align in [(1, 64, 16), (100, 64, 16), (128, 64, 16), (129, 10, 16), (1000, 256, 64), (0, 8, 4)]:
         r = task_ranges(n, per, align)
