@@ -61,11 +61,11 @@ class TickSignals:
       SignalProcessor replicas is gathered over a few fetches; until then a miss computes.
     - The model version that serves is asked of MLManager in the background every
       ``version_s`` while requests come; a tick signal of another version (a hot swap since the
-      tick) is not served, the full path runs with the new model. A version older than
-      ``version_max_age_s`` (the first request, a quiet spell) is awaited before answering, so the
-      version used is at most ``version_max_age_s`` old: a request in the first fraction of a second
-      after a swap completes may still get the minute's signal of the old model, the one that
-      was published for that minute, as a request that came just before the swap would.
+      tick) is not served, the full path runs with the new model. When the version known was
+      asked more than ``version_max_age_s`` before the request came (the first request, a quiet
+      spell), a fresh answer is awaited: a request in the first fraction of a second after a swap
+      completes may still get the minute's signal of the old model, the one that was published
+      for that minute, as a request that came just before the swap would.
     - Any failure (SignalProcessor or MLManager not answering) is a miss, never an error.
     """
 
@@ -112,12 +112,14 @@ class TickSignals:
             self._of_minute.update(got)
 
     async def _serving_version(self) -> str | None:
-        age = time.monotonic() - self._version_at
-        if age > self.version_s and (self._version_task is None or self._version_task.done()):
+        # ages are taken at the request's arrival: a call that started after it is fresh however
+        # long it took (a slow MLManager delays the answer, it does not turn hits into misses)
+        asked = time.monotonic()
+        if asked - self._version_at > self.version_s and (self._version_task is None or self._version_task.done()):
             self._version_task = asyncio.ensure_future(self._fetch_version())
-        if age > self.version_max_age_s:
+        if asked - self._version_at > self.version_max_age_s:
             await asyncio.shield(self._version_task)  # too old to trust: wait for a fresh one
-        return self._version if time.monotonic() - self._version_at <= self.version_max_age_s else None
+        return self._version if asked - self._version_at <= self.version_max_age_s else None
 
     async def _fetch_version(self) -> None:
         t0 = time.monotonic()

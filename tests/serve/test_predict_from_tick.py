@@ -97,13 +97,13 @@ class Call:
     """A DeploymentHandle method: ``.remote(...)`` gives an awaitable; calls are recorded."""
 
     def __init__(self, fn) -> None:
-        self.fn, self.calls = fn, []
+        self.fn, self.calls, self.delay = fn, [], 0.0
 
     def remote(self, *args, **kwargs):
         self.calls.append((args, kwargs))
 
         async def run():
-            await asyncio.sleep(0)  # a hop: other requests run meanwhile
+            await asyncio.sleep(self.delay)  # a hop: other requests run meanwhile
             return self.fn(*args, **kwargs)
 
         return run()
@@ -220,6 +220,13 @@ def test_a_tick_of_another_model_is_not_served(monkeypatch):
         assert await f.sources(3) == ["computed"] * 3
 
     asyncio.run(scenario())
+
+
+def test_a_slow_answer_of_the_model_version_still_serves_the_tick(monkeypatch):
+    f = Fakes(monkeypatch, version_s=0.01, version_max_age_s=0.05)
+    f.ing.ml.info.delay = 0.1  # longer than the version may be old: asked after the request came, so fresh
+    f.tick("ETHUSDT")
+    assert asyncio.run(f.sources(4)) == ["tick"] * 4
 
 
 @pytest.mark.parametrize("failing", ["signals", "ml"])
