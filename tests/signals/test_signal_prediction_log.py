@@ -113,6 +113,32 @@ def test_spool_is_bounded_and_drops_the_oldest(tmp_path):
     assert [d["bar_time"] for _, d in plog.spool.peek()] == [(T0 + timedelta(minutes=i)).isoformat() for i in (2, 3, 4)]
 
 
+def test_fill_outcomes_reads_once_and_writes_once_whatever_the_rows(engine):
+    """Per minute the filler sees every incomplete row of the last 12.5 h (72,000 at 100 symbols):
+    one SELECT of the needed columns and one executemany UPDATE, not an ORM session that autoflushed
+    all those rows before each of its one-UPDATE-per-row statements (quadratic in the rows)."""
+    from sqlalchemy import event
+
+    plog = PredictionLog(engine)
+    for i in range(40):
+        sig, out = _prediction(T0 + timedelta(minutes=i))
+        plog.record(sig, output=out, target_spec=SPEC, feature_summary={}, latencies_ms={})
+    seen: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement.split()[0].upper())
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert plog.fill_outcomes({"BTCUSDT": _candles(100)}) == 40  # 15 and 60 minutes have passed for all 40
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert seen.count("SELECT") == 1 and seen.count("UPDATE") == 1, seen
+    rows = plog.rows()
+    assert len(rows) == 40 and all(set(r.outcomes) == {"h1", "h4"} for r in rows)
+    assert [r.outcomes["h1"]["minutes"] for r in rows] == [15] * 40 and not any(r.outcomes_complete for r in rows)
+
+
 def test_fill_outcomes_once_each_horizon_passed(engine):
     plog = PredictionLog(engine)
     sig, out = _prediction(T0)
