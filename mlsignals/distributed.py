@@ -283,7 +283,7 @@ def evaluate_candles_ray(model_dir: Path, candle_files: list[Path], stride: int 
     from model.baselines import Baselines
     from model.bundle import load_bundle
     from model.dataset import AnchorPool
-    from model.evaluate import load_eval_frames
+    from model.evaluate import load_eval_frames, result_from_raw
 
     bundle = load_bundle(model_dir, spec_hash=spec_hash)
     baselines = Baselines.load(bundle.path)
@@ -327,30 +327,3 @@ def evaluate_candles_ray(model_dir: Path, candle_files: list[Path], stride: int 
         raw = bundle.stack.apply(raw, pool.unscaled[rows])
     result = result_from_raw(raw, bundle.scaler, bundle.target_spec, baselines, pool, rows)
     return result, bundle, {"address": opts.address, "task_rows": opts.task_rows, **stats.stages}
-
-
-def result_from_raw(raw: np.ndarray, scaler, spec, baselines, pool, rows: np.ndarray):
-    """``model.evaluate.evaluate_pool`` from the model's raw outputs on ``rows`` (computed
-    elsewhere) instead of a forward here."""
-    from model.evaluate import EvalResult, baseline_inputs, compare, forecast_from_raw
-    from model.metrics import log_loss_difference
-
-    t = pool.labels(rows, spec)
-    fc = forecast_from_raw(raw)
-    bfc = baselines.forecasts(baseline_inputs(pool, rows, scaler))
-    times = pool.times[rows]
-    vs_vol = log_loss_difference(fc, bfc["volatility"], t, times.floor("D").asi8, spec.horizons)
-    shares = {
-        f"h{h}": (np.bincount(t.direction[:, i], minlength=3) / max(len(t), 1)).round(4).tolist()
-        for i, h in enumerate(spec.horizons)
-    }
-    return EvalResult(
-        compare(fc, bfc, t, spec.horizons),
-        int(len(rows)),
-        sorted(set(pool.symbols)),
-        {"start": times.min().isoformat(), "end": times.max().isoformat()},
-        shares,
-        fc,
-        t,
-        vs_vol,
-    )

@@ -85,10 +85,18 @@ def evaluate_pool(
     stack: DirectionStack | None = None,
 ) -> EvalResult:
     """Model (with the bundle's ``stack``, as served) and baselines on ``rows`` of a scaled pool."""
-    t = pool.labels(rows, spec)
     model.to(torch.device(device))
-    fc = forecast_from_raw(model_raw(model, pool, rows, stack, device))
+    raw = model_raw(model, pool, rows, stack, device)
     model.cpu()
+    return result_from_raw(raw, scaler, spec, baselines, pool, rows)
+
+
+def result_from_raw(raw: np.ndarray, scaler: FeatureScaler, spec: TargetSpec, baselines: Baselines,
+                    pool: AnchorPool, rows: np.ndarray) -> EvalResult:
+    """Scores of the model's raw outputs on ``rows`` (computed here or on a cluster) next to
+    the baselines on the same rows."""
+    t = pool.labels(rows, spec)
+    fc = forecast_from_raw(raw)
     bfc = baselines.forecasts(baseline_inputs(pool, rows, scaler))
     times = pool.times[rows]
     vs_vol = log_loss_difference(fc, bfc["volatility"], t, times.floor("D").asi8, spec.horizons)
