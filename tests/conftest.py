@@ -6,6 +6,7 @@ Redis test uses its own key prefix, so runs never collide."""
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,13 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CANDLE_DIR = PROJECT_ROOT / "data" / "candles"
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# A run started in the background by a non-interactive shell (a CI script, `nohup ... &`) has
+# SIGINT ignored, and an ignored signal stays ignored across exec: every `serve run` the tests
+# start would then ignore the Ctrl-C they send it. Handle SIGINT as Python normally does, so
+# the processes the tests start see Ctrl-C as a user's terminal would deliver it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
