@@ -282,8 +282,7 @@ def evaluate_candles_ray(model_dir: Path, candle_files: list[Path], stride: int 
     Ray tasks: the same (EvalResult, Bundle), and the task statistics."""
     from model.baselines import Baselines
     from model.bundle import load_bundle
-    from model.dataset import AnchorPool
-    from model.evaluate import load_eval_frames, result_from_raw
+    from model.evaluate import load_eval_frames, result_from_raw, scored_rows
 
     bundle = load_bundle(model_dir, spec_hash=spec_hash)
     baselines = Baselines.load(bundle.path)
@@ -301,14 +300,7 @@ def evaluate_candles_ray(model_dir: Path, candle_files: list[Path], stride: int 
                       "series", False)
         stats.add("series", time.perf_counter() - t0, [sec for _, sec in out])
         series = [s for s, _ in out if s is not None]
-        pool = AnchorPool.build(series, ctx, bm)
-        pool.apply_scaler(bundle.scaler)
-        if pool.valid.size == 0:
-            raise MLSignalsError(
-                f"no complete rows to evaluate: need at least warm-up + {ctx} bars of "
-                f"{bm} min plus the longest horizon"
-            )
-        rows = pool.valid[:: max(1, stride)]
+        pool, rows = scored_rows(series, bundle, stride)
         t0 = time.perf_counter()
         box = [ray.put(bundle.model)]
         task = _remote(_predict_chunk, num_gpus=1 if device.startswith("cuda") else 0)

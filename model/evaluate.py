@@ -125,6 +125,19 @@ def load_eval_frames(paths: list[Path]) -> dict[str, pd.DataFrame]:
     return common_minutes(frames)
 
 
+def scored_rows(series: list, bundle: Bundle, stride: int) -> tuple[AnchorPool, np.ndarray]:
+    """The scaled pool of ``series`` and every ``stride``-th complete row of it (local and Ray
+    evaluation alike); no complete row is a clear error."""
+    pool = AnchorPool.build(series, bundle.context_length, bundle.bar_minutes)
+    pool.apply_scaler(bundle.scaler)
+    if pool.valid.size == 0:
+        raise MLSignalsError(
+            f"no complete rows to evaluate: need at least warm-up + {bundle.context_length} bars of "
+            f"{bundle.bar_minutes} min plus the longest horizon"
+        )
+    return pool, pool.valid[:: max(1, stride)]
+
+
 def evaluate_candles(
     model_dir: Path, candle_files: list[Path], stride: int = 7, device: str = "cpu", spec_hash: str | None = None
 ) -> tuple[EvalResult, Bundle]:
@@ -134,13 +147,6 @@ def evaluate_candles(
     baselines = Baselines.load(bundle.path)
     frames = load_eval_frames(candle_files)
     series = build_series(frames, "eval", bundle.bar_minutes, bundle.target_spec.horizons)
-    pool = AnchorPool.build(series, bundle.context_length, bundle.bar_minutes)
-    pool.apply_scaler(bundle.scaler)
-    if pool.valid.size == 0:
-        raise MLSignalsError(
-            f"no complete rows to evaluate: need at least warm-up + {bundle.context_length} bars of "
-            f"{bundle.bar_minutes} min plus the longest horizon"
-        )
-    rows = pool.valid[:: max(1, stride)]
+    pool, rows = scored_rows(series, bundle, stride)
     return evaluate_pool(bundle.model, bundle.scaler, bundle.target_spec, baselines, pool, rows, device,
                          bundle.stack), bundle
