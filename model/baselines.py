@@ -5,7 +5,7 @@ bundle as plain numbers (JSON) and LightGBM text models - never pickle.
 - last_return: P(class | sign of the last bar return), from training counts.
 - volatility: direction-blind; a logistic model of "the move clears the FLAT band" on
   volatility and time-of-day inputs, the move split by the training LONG share; level hits
-  from the same inputs.
+  (logistic) and drawdown/rally risk (least squares) from the same inputs.
 - logistic: multinomial logistic regression on the standardized features at t.
 - lightgbm: gradient-boosted trees on the unscaled features at t.
 """
@@ -49,9 +49,23 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _binary_logistic(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[list[float], float]:
+def binary_logistic(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[list[float], float]:
     m = LogisticRegression(C=1.0, max_iter=500, random_state=seed).fit(x, y)
     return m.coef_[0].tolist(), float(m.intercept_[0])
+
+
+def least_squares(x: np.ndarray, y: np.ndarray, ridge: float = 1e-6) -> tuple[list[float], float]:
+    """Linear regression with intercept (a whisker of ridge keeps collinear inputs solvable)."""
+    xm, ym = x.mean(axis=0), y.mean()
+    xc = x - xm
+    coef = np.linalg.solve(xc.T @ xc / len(x) + ridge * np.eye(x.shape[1]), xc.T @ (y - ym) / len(x))
+    return coef.tolist(), float(ym - xm @ coef)
+
+
+def risk_design(vz: np.ndarray) -> np.ndarray:
+    """Volatility-baseline inputs for the risk regression: the standardized logs and the
+    volatility levels (risk scales with them), time inputs as they are."""
+    return np.concatenate([vz, np.exp(np.clip(vz[:, :4], -6, 6))], axis=1)
 
 
 @dataclass
@@ -86,16 +100,18 @@ class Baselines:
             "long_share": [],
             "long_hit": [],
             "short_hit": [],
+            # drawdown/rally of the two longest horizons (contract order), least squares
+            "risk": [least_squares(risk_design(vz), t.risk[:, j]) for j in range(t.risk.shape[1])],
         }
         logistic = []
         boosters = []
         for i in range(n_h):
             y = t.direction[:, i]
-            vol["move"].append(_binary_logistic(vz, (y != FLAT).astype(int), seed))
+            vol["move"].append(binary_logistic(vz, (y != FLAT).astype(int), seed))
             moved = y != FLAT
             vol["long_share"].append(float((y[moved] == LONG).mean()) if moved.any() else 0.5)
-            vol["long_hit"].append(_binary_logistic(vz, t.long_hit[:, i].astype(int), seed))
-            vol["short_hit"].append(_binary_logistic(vz, t.short_hit[:, i].astype(int), seed))
+            vol["long_hit"].append(binary_logistic(vz, t.long_hit[:, i].astype(int), seed))
+            vol["short_hit"].append(binary_logistic(vz, t.short_hit[:, i].astype(int), seed))
             if only_volatility:
                 continue
             if logistic_regression:
@@ -155,7 +171,11 @@ class Baselines:
             lh[:, i] = _sigmoid(vz @ np.asarray(c) + b)
             c, b = v["short_hit"][i]
             sh[:, i] = _sigmoid(vz @ np.asarray(c) + b)
-        out["volatility"] = Forecast(d, long_hit=lh, short_hit=sh)
+        risk = None
+        if "risk" in v:  # bundles trained before the risk baseline have none
+            x = risk_design(vz)
+            risk = np.clip(np.stack([x @ np.asarray(c) + b for c, b in v["risk"]], axis=1), 0.0, None)
+        out["volatility"] = Forecast(d, long_hit=lh, short_hit=sh, risk=risk)
         if "logistic" in p:
             lr = np.stack(
                 [_softmax(inp.feat_scaled @ np.asarray(m["coef"]).T + np.asarray(m["intercept"]))

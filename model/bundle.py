@@ -7,7 +7,7 @@ Files:
                           config, data range, seed
     metrics.json          validation (and later held-out) metrics
     baselines.json, baseline_lgbm_h*.txt   baselines as plain numbers / LightGBM text models
-    stack.json            optional: LightGBM stacked into the direction forecast (model.stacking)
+    stack.json            optional: LightGBM and a volatility forecast stacked into the outputs (model.stacking)
     policy.json           optional: the validated trading policy (signals.policy)
     manifest.json         sha256 of every other file (written last)
 
@@ -31,7 +31,7 @@ from model.config import ModelConfig
 from model.contract import TargetSpec
 from model.patchtst import UnifiedPatchTST
 from model.scaler import FeatureScaler, FeatureStats, load_preprocessing, save_preprocessing
-from model.stacking import STACK_JSON, DirectionStack
+from model.stacking import STACK_JSON, OutputStack
 
 WEIGHTS = "weights.safetensors"
 PREPROCESSING = "preprocessing.npz"
@@ -99,8 +99,9 @@ class Bundle:
     model_version: str
     # the validated trading policy (signals.policy), raw JSON; None when the bundle has none
     policy: dict[str, Any] | None = None
-    # LightGBM stacked into the direction forecast; None when the bundle has none
-    stack: DirectionStack | None = None
+    # LightGBM (direction) and a feature-volatility forecast (hits, risk) stacked into the outputs;
+    # None when the bundle has none
+    stack: OutputStack | None = None
 
     @property
     def context_length(self) -> int:
@@ -198,7 +199,7 @@ def load_bundle(path: str | Path, spec_hash: str | None = None) -> Bundle:
     # the bundle's name is its folder (models/<name>/), so a copied bundle is named where it lies;
     # a validated policy or a stack changes the signals, so each is part of the version (and of
     # signal ids)
-    stack = DirectionStack.load(root)
+    stack = OutputStack.load(root, names)
     version = f"{root.name}-{sha256_file(root / WEIGHTS)[:8]}"
     if stack is not None:
         version += f"-s{sha256_file(root / STACK_JSON)[:6]}"
@@ -222,10 +223,13 @@ def load_bundle(path: str | Path, spec_hash: str | None = None) -> Bundle:
     )
 
 
-def write_stack(root: Path, stack: DirectionStack) -> None:
-    """Add (or replace) the bundle's direction stack and re-sign the manifest (verified first).
-    A policy chosen without it no longer describes the signals: it is removed."""
+def write_stack(root: Path, stack: OutputStack, extra_files: dict[str, str] | None = None) -> None:
+    """Add (or replace) the bundle's stack (and ``extra_files``, e.g. a completed baselines file)
+    and re-sign the manifest (verified first). A policy chosen without it no longer describes
+    the signals: it is removed."""
     verify_manifest(root)
+    for name, text in (extra_files or {}).items():
+        (root / name).write_text(text)
     (root / STACK_JSON).write_text(stack.to_json())
     (root / POLICY).unlink(missing_ok=True)
     write_manifest(root)

@@ -9,8 +9,8 @@ way. Each fold refits everything that sees targets - target bands, scaler, base,
 calibration and the volatility-only baseline - on its own training rows.
 
 Per fold and horizon it reports the model's direction log-loss minus the volatility-only
-baseline's with a day-block bootstrap interval, Brier, ECE, direction AUC, IC and the
-level-hit log-losses of both.
+baseline's with a day-block bootstrap interval, Brier, ECE, direction AUC, IC, the
+level-hit log-losses and the drawdown/rally RMSE of both.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ log = logging.getLogger(__name__)
 # forecasters scored per fold: the recipe's model, the volatility-only baseline, and - when the
 # recipe stacks LightGBM - LightGBM alone and the model without the stack
 FORECASTERS = ("model", "volatility", "lightgbm", "unstacked")
-KEYS = ("log_loss", "brier", "ece", "direction_auc", "ic", "long_hit_log_loss", "short_hit_log_loss")
+KEYS = ("log_loss", "brier", "ece", "direction_auc", "ic", "long_hit_log_loss", "short_hit_log_loss",
+        "drawdown_rmse", "rally_rmse")
 
 
 def run_fold(pool: AnchorPool, fold: Window, mcfg: ModelConfig, cfg: TrainConfig, max_test_rows: int,
-             progress: bool = False) -> dict:
+             progress: bool = False, feature_names: list[str] | None = None) -> dict:
     """Train on everything but ``fold`` (purged), score on ``fold``."""
     import torch
 
@@ -60,7 +61,9 @@ def run_fold(pool: AnchorPool, fold: Window, mcfg: ModelConfig, cfg: TrainConfig
     # LightGBM only where the recipe stacks it (the logistic baseline is never needed here)
     baselines = Baselines.fit(baseline_inputs(pool, base_rows, scaler), pool.labels(base_rows, spec), cfg.seed,
                               only_volatility=not cfg.stack_lightgbm, logistic_regression=False)
-    stack = fit_validation_stack(fit.model, baselines, pool, val, spec, cfg, rng) if cfg.stack_lightgbm else None
+    names = feature_names or [f"f{i}" for i in range(pool.unscaled.shape[1])]
+    stack = (fit_validation_stack(fit.model, baselines, pool, train, val, spec, cfg, rng, names)
+             if cfg.stack_lightgbm else None)
     t = pool.labels(test, spec)
     raw = predict_raw(fit.model, pool, test, torch.device("cpu"))
     model_fc = forecast_from_raw(raw if stack is None else stack.apply(raw, pool.unscaled[test]))
@@ -112,14 +115,15 @@ def cross_validate(series: list, cfg: TrainConfig, k: int, max_test_rows: int = 
     from features.spec import FEATURE_NAMES
 
     overrides = dict(cfg.model)
-    if "base_inputs" not in overrides and series[0].features.shape[1] == len(FEATURE_NAMES):
-        overrides["base_inputs"] = base_input_indices(list(FEATURE_NAMES))
+    names = list(FEATURE_NAMES) if series[0].features.shape[1] == len(FEATURE_NAMES) else None
+    if "base_inputs" not in overrides and names is not None:
+        overrides["base_inputs"] = base_input_indices(names)
     mcfg = ModelConfig(n_features=series[0].features.shape[1], **overrides)
     pool = AnchorPool.build(series, mcfg.context_length, cfg.bar_minutes)
     folds = []
     for i, fold in enumerate(calendar_folds(pool, k)):
         log.info("fold %d/%d: %s .. %s", i + 1, k, fold.start, fold.end)
-        folds.append(run_fold(pool, fold, mcfg, cfg, max_test_rows, progress))
+        folds.append(run_fold(pool, fold, mcfg, cfg, max_test_rows, progress, names))
         if on_fold is not None:
             on_fold({"config": cfg.to_dict(), "k": k, "folds": folds, "summary": summarise(folds)})
     return {"config": cfg.to_dict(), "k": k, "folds": folds, "summary": summarise(folds)}

@@ -25,7 +25,7 @@ from model.metrics import Forecast, log_loss_difference, score_all
 from model.patchtst import UnifiedPatchTST
 from model.scaler import FeatureScaler
 from model.series import build_series
-from model.stacking import DirectionStack
+from model.stacking import OutputStack
 from model.targets import LabelledTargets
 from model.train import predict_raw
 
@@ -38,7 +38,7 @@ def forecast_from_raw(raw: np.ndarray) -> Forecast:
     return Forecast(r.direction_probs, returns=r.returns, long_hit=r.long_hit, short_hit=r.short_hit, risk=r.risk)
 
 
-def model_raw(model: UnifiedPatchTST, pool: AnchorPool, rows: np.ndarray, stack: DirectionStack | None,
+def model_raw(model: UnifiedPatchTST, pool: AnchorPool, rows: np.ndarray, stack: OutputStack | None,
               device: str = "cpu") -> np.ndarray:
     """Raw contract rows of pool rows as ``InferenceEngine`` serves them: network, then stack."""
     raw = predict_raw(model, pool, rows, torch.device(device))
@@ -82,7 +82,7 @@ def evaluate_pool(
     pool: AnchorPool,
     rows: np.ndarray,
     device: str = "cpu",
-    stack: DirectionStack | None = None,
+    stack: OutputStack | None = None,
 ) -> EvalResult:
     """Model (with the bundle's ``stack``, as served) and baselines on ``rows`` of a scaled pool."""
     model.to(torch.device(device))

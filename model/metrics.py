@@ -1,8 +1,8 @@
 """Per-horizon scores of a forecast against labelled targets (plain numpy / scikit-learn).
 
 A forecast for N rows is ``Forecast``: direction probabilities [N, 4, 3] (DIRECTIONS order),
-optionally a return score [N, 4] (for the information coefficient) and level-hit
-probabilities [N, 4] each side. Metrics a forecaster cannot produce are None.
+optionally a return score [N, 4] (for the information coefficient), level-hit
+probabilities [N, 4] each side and drawdown/rally forecasts [N, 4] (scored by RMSE). Metrics a forecaster cannot produce are None.
 """
 
 from __future__ import annotations
@@ -105,8 +105,26 @@ def horizon_scores(f: Forecast, t: LabelledTargets, i: int) -> dict[str, float |
         if f.short_hit is not None
         else None,
         "long_hit_ece": binary_ece(f.long_hit[:, i], t.long_hit[:, i]) if f.long_hit is not None else None,
+        "drawdown_rmse": None,
+        "rally_rmse": None,
     }
+    j = risk_index(i, t.direction.shape[1])
+    if j is not None and f.risk is not None:  # the risk block covers the two longest horizons
+        out["drawdown_rmse"] = rmse(f.risk[:, j], t.risk[:, j])
+        out["rally_rmse"] = rmse(f.risk[:, j + 1], t.risk[:, j + 1])
     return out
+
+
+def risk_index(i: int, n_horizons: int) -> int | None:
+    """Column of horizon i's drawdown in the risk block (rally is the next one); None for the
+    horizons the block does not cover."""
+    k = i - (n_horizons - 2)
+    return 2 * k if k >= 0 else None
+
+
+def rmse(forecast: np.ndarray, realised: np.ndarray) -> float:
+    """Root mean squared error: the squared error is the proper score of a mean forecast."""
+    return float(np.sqrt(np.mean((np.asarray(forecast) - np.asarray(realised)) ** 2)))
 
 
 def score_all(f: Forecast, t: LabelledTargets, horizons: tuple[int, ...]) -> dict[str, dict[str, float | None]]:

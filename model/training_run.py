@@ -5,6 +5,7 @@ Used by ``mlsignals train``; every random choice derives from ``TrainConfig.seed
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
@@ -22,7 +23,8 @@ from model.dataset import AnchorPool, Window, calendar_split
 from model.evaluate import baseline_inputs, evaluate_pool, model_raw
 from model.scaler import FeatureScaler, FeatureStats
 from model.series import Series, build_series, load_period_dir
-from model.stacking import STACK_JSON, DirectionStack, fit_stack
+from model.feature_volatility import FeatureVolatility, vol_columns
+from model.stacking import STACK_JSON, OutputStack, fit_stack
 from model.targets import derive_target_spec
 from model.train import FitResult, fit_model
 
@@ -84,24 +86,35 @@ def test_windows(cfg: TrainConfig) -> list[Window]:
 
 
 def losses_vs_volatility(scores: dict) -> list[str]:
-    """Each horizon/head where the model's validation log-loss is above the volatility baseline's."""
+    """Each horizon/head where the model's validation loss (log-loss; RMSE for drawdown/rally) is
+    above the volatility baseline's."""
     worse = []
     for h, per in scores.items():
         m, v = per["model"], per["volatility"]
-        for key in ("log_loss", "long_hit_log_loss", "short_hit_log_loss"):
+        for key in ("log_loss", "long_hit_log_loss", "short_hit_log_loss", "drawdown_rmse", "rally_rmse"):
             if m.get(key) is not None and v.get(key) is not None and m[key] > v[key] + 1e-6:
                 worse.append(f"{h} {key}: model {m[key]:.5f} > volatility {v[key]:.5f}")
     return worse
 
 
-def fit_validation_stack(model, baselines: Baselines, pool: AnchorPool, val_rows: np.ndarray, spec,
-                         cfg: TrainConfig, rng: np.random.Generator) -> DirectionStack:
-    """Pool the LightGBM baseline into the direction forecast, weights fitted on validation
-    rows (``calibration_samples`` of them, as for the calibration)."""
+def fit_validation_stack(model, baselines: Baselines, pool: AnchorPool, train_rows: np.ndarray,
+                         val_rows: np.ndarray, spec, cfg: TrainConfig, rng: np.random.Generator,
+                         feature_names: list[str]) -> OutputStack:
+    """Fit the stack (model.stacking): the feature-volatility forecast on training rows
+    (``baseline_samples`` of them, as for the baselines), then the pooling weights on validation
+    rows (``calibration_samples`` of them, as for the calibration). Feature layouts without the
+    volatility columns (synthetic test series) stack the direction only."""
+    columns = vol_columns(feature_names)
+    volatility = None
+    if columns is not None:
+        fit_rows = np.sort(rng.choice(train_rows, min(cfg.baseline_samples, train_rows.size), replace=False))
+        t = pool.labels(fit_rows, spec)
+        volatility = FeatureVolatility.fit(pool.unscaled[fit_rows], t.long_hit, t.short_hit, t.risk, columns, cfg.seed)
     rows = np.sort(rng.choice(val_rows, min(cfg.calibration_samples, val_rows.size), replace=False))
-    stack = fit_stack(model_raw(model, pool, rows, None), pool.unscaled[rows], pool.labels(rows, spec).direction,
-                      baselines.boosters)
-    log.info("LightGBM stack (model, lightgbm) weights per horizon: %s", stack.weights.round(3).tolist())
+    stack = fit_stack(model_raw(model, pool, rows, None), pool.unscaled[rows], pool.labels(rows, spec),
+                      baselines.boosters, volatility)
+    log.info("stack weights per horizon: direction (model, lightgbm) %s; hits (model, volatility) %s",
+             stack.weights.round(3).tolist(), None if stack.hit_weights is None else stack.hit_weights.round(3).tolist())
     return stack
 
 
@@ -153,7 +166,8 @@ def train_bundle(
     base_rows = np.sort(rng.choice(train_rows, min(cfg.baseline_samples, train_rows.size), replace=False))
     baselines = Baselines.fit(baseline_inputs(pool, base_rows, scaler), pool.labels(base_rows, spec), cfg.seed)
     base_seconds = time.perf_counter() - t_base
-    stack = fit_validation_stack(fit.model, baselines, pool, val_rows, spec, cfg, rng) if cfg.stack_lightgbm else None
+    stack = (fit_validation_stack(fit.model, baselines, pool, train_rows, val_rows, spec, cfg, rng, names)
+             if cfg.stack_lightgbm else None)
 
     val_eval = evaluate_pool(fit.model, scaler, spec, baselines, pool, val_rows[:: max(1, val_rows.size // 40_000)],
                              device="cpu", stack=stack)
@@ -196,11 +210,14 @@ def train_bundle(
     return path, fit, metrics
 
 
-def stack_bundle(bundle_dir: Path, data_dir: Path, alignments_1m: int | None = None) -> DirectionStack:
-    """Fit and write the LightGBM stack of an already trained bundle: the bundle's own recipe
-    and split (its config.json) rebuild its validation rows from ``data_dir``; the bundle's
-    scaler, network and LightGBM are used as they are. ``alignments_1m`` overrides how many bar
-    alignments of 1-minute files are built (memory); the validation period is the same."""
+def stack_bundle(bundle_dir: Path, data_dir: Path, alignments_1m: int | None = None) -> OutputStack:
+    """Fit and write the stack of an already trained bundle: the bundle's own recipe and split
+    (its config.json) rebuild its training and validation rows from ``data_dir``; the bundle's
+    scaler, network and LightGBM are used as they are. A volatility baseline saved before it
+    forecast risk gets its risk regression, fitted on the same training rows, so evaluation
+    can score the risk outputs against it. ``alignments_1m`` overrides how many bar alignments
+    of 1-minute files are built (memory); the periods are the same."""
+    from model.baselines import BASELINES_JSON, least_squares, risk_design
     from model.bundle import load_bundle, write_stack
 
     bundle = load_bundle(bundle_dir)
@@ -210,16 +227,28 @@ def stack_bundle(bundle_dir: Path, data_dir: Path, alignments_1m: int | None = N
     series = load_training_series(cfg, data_dir)
     pool = AnchorPool.build(series, bundle.context_length, cfg.bar_minutes)
     longest = max(cfg.horizons) * cfg.bar_minutes
-    _, val_rows, split = calendar_split(pool, test_windows(cfg), cfg.val_fraction, longest, cfg.embargo_minutes)
-    recorded = bundle.config["train"].get("data", {}).get("val_start")
-    if recorded:  # the bundle's own validation period: none of its training minutes
-        val_rows = val_rows[pool.times[val_rows] >= pd.Timestamp(recorded)]
-    if val_rows.size < 100:
-        raise MLSignalsError(f"{data_dir}: too few validation rows ({val_rows.size}) to fit the stack")
+    train_rows, val_rows, split = calendar_split(pool, test_windows(cfg), cfg.val_fraction, longest,
+                                                 cfg.embargo_minutes)
+    recorded = bundle.config["train"].get("data", {})
+    if recorded.get("val_start"):  # the bundle's own periods: no training minute is validated on
+        val_rows = val_rows[pool.times[val_rows] >= pd.Timestamp(recorded["val_start"])]
+        train_rows = train_rows[pool.times[train_rows] < pd.Timestamp(recorded["val_start"])]
+    if val_rows.size < 100 or train_rows.size < 1000:
+        raise MLSignalsError(f"{data_dir}: too few rows to fit the stack (train {train_rows.size}, "
+                             f"validation {val_rows.size})")
     pool.apply_scaler(bundle.scaler)
     log.info("stacking on the validation split %s", split)
     baselines = Baselines.load(bundle.path)
-    stack = fit_validation_stack(bundle.model, baselines, pool, val_rows, bundle.target_spec, cfg,
-                                 np.random.default_rng(cfg.seed))
-    write_stack(bundle.path, stack)
+    rng = np.random.default_rng(cfg.seed)
+    stack = fit_validation_stack(bundle.model, baselines, pool, train_rows, val_rows, bundle.target_spec, cfg, rng,
+                                 bundle.feature_names)
+    extra = {}
+    vol = baselines.params["volatility"]
+    if "risk" not in vol:
+        rows = np.sort(rng.choice(train_rows, min(cfg.baseline_samples, train_rows.size), replace=False))
+        vz = (pool.vol_inputs(rows) - np.asarray(vol["mean"])) / np.asarray(vol["std"])
+        risk = pool.labels(rows, bundle.target_spec).risk
+        vol["risk"] = [least_squares(risk_design(vz), risk[:, j]) for j in range(risk.shape[1])]
+        extra[BASELINES_JSON] = json.dumps(baselines.params) + "\n"
+    write_stack(bundle.path, stack, extra)
     return stack

@@ -198,8 +198,11 @@ def test_cross_validation_scores_the_stacked_model_per_fold(btc_1m: pd.DataFrame
     assert seen == [1, 2]
     for fold in result["folds"]:
         assert set(fold["scores"]["h1"]) == {"model", "volatility", "lightgbm", "unstacked"}
-        assert len(fold["stack"]) == 4 and all(v["val_loss_stacked"] <= v["val_loss_model"]
-                                               for v in fold["stack"].values())
+        # drawdown/rally (the two longest horizons) scored for the model and the volatility baseline
+        for name in ("model", "volatility"):
+            assert fold["scores"]["h3"][name]["rally_rmse"] > 0 and fold["scores"]["h1"][name]["rally_rmse"] is None
+        assert len(fold["stack"]["direction"]) == 4 and all(v["val_loss_stacked"] <= v["val_loss_model"]
+                                                            for v in fold["stack"]["direction"].values())
     assert "| h1 | lightgbm |" in markdown(result)
 
 
@@ -225,6 +228,9 @@ def test_stack_of_a_trained_bundle_is_fitted_on_its_own_validation_period(tmp_pa
     assert after.stack is not None and after.model_version != before.model_version
     np.testing.assert_allclose(after.stack.weights, stack.weights)
     val_start = pd.Timestamp(before.config["train"]["data"]["val_start"])
-    rows = [v["rows"] for v in stack.report.values()]
+    rows = [v["rows"] for v in stack.report["direction"].values()]
+    # real feature columns: the level hits and risks are pooled with the volatility forecast too
+    assert after.stack.volatility is not None and len(stack.report["hits"]) == 8 and len(stack.report["risk"]) == 4
+    assert all(h["val_loss_stacked"] <= h["val_loss_model"] for h in stack.report["hits"])
     assert rows[0] == min(cfg.calibration_samples, rows[0]) > 100
     assert pd.Timestamp(before.config["train"]["data"]["train_end"]) < val_start

@@ -1,5 +1,6 @@
-"""The LightGBM stack (model.stacking): fitted by likelihood on validation rows, never worse than
-the model on them, and applied identically by serving and evaluation; signed in the bundle."""
+"""The stack (model.stacking): LightGBM into the direction, a feature-volatility forecast into the
+level hits and risks; fitted on validation rows, never worse than the model on them, applied
+identically by serving and evaluation; signed in the bundle."""
 
 from __future__ import annotations
 
@@ -23,10 +24,11 @@ from model.inference import InferenceEngine
 from model.patchtst import UnifiedPatchTST
 from model.scaler import FeatureScaler, FeatureStats
 from model.series import Series
-from model.stacking import DirectionStack, fit_pool
+from model.feature_volatility import VOL_FEATURES, FeatureVolatility, vol_columns
+from model.stacking import OutputStack, fit_binary_pool, fit_linear_pool, fit_pool
 
-F, C = 9, 32
-NAMES = [f"grp.f{i}" for i in range(F)]
+NAMES = [n for n, _ in VOL_FEATURES] + ["grp.a", "grp.b"]  # the volatility columns and two others
+F, C = len(NAMES), 32
 
 
 def _labels(p: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -56,6 +58,53 @@ def test_pool_takes_lightgbm_where_it_knows_the_direction_and_not_where_it_is_no
     assert all(rep[f"h{i}"]["val_loss_stacked"] <= rep[f"h{i}"]["val_loss_model"] for i in range(N_HORIZONS))
 
 
+def test_hit_and_risk_pools_take_the_volatility_forecast_only_where_it_helps() -> None:
+    """A network whose hit logits are too flat (under a regime it never saw) and a volatility
+    forecast that knows the level: the pool leans on the forecast; a noise forecast gets no
+    weight and the pool is never worse than the model on the rows it was fitted on."""
+    rng = np.random.default_rng(5)
+    n, k = 20_000, 8
+    truth = rng.normal(-0.5, 1.5, size=(n, k))  # true hit logits
+    y = (rng.random((n, k)) < 1 / (1 + np.exp(-truth))).astype(float)
+    flat = 0.3 * truth  # right order, far too timid
+    w, rep = fit_binary_pool(flat, truth, y)
+    assert (w[:, 1] > 0.5).all()
+    assert all(r["val_loss_stacked"] < r["val_loss_model"] - 1e-2 for r in rep)
+    w, rep = fit_binary_pool(truth, rng.normal(0, 2, size=(n, k)), y)
+    assert (w[:, 1] < 0.05).all()
+    assert all(r["val_loss_stacked"] <= r["val_loss_model"] for r in rep)
+    risk = rng.gamma(2.0, 0.01, size=(n, 4))
+    observed = risk * rng.gamma(4.0, 0.25, size=(n, 4))  # noisy outcome whose mean is ``risk``
+    w, rep = fit_linear_pool(np.full((n, 4), observed.mean()), risk, observed)
+    assert (w[:, 1] > 0.8).all()
+    assert all(r["val_mse_stacked"] < r["val_mse_model"] for r in rep)
+    w, rep = fit_linear_pool(risk, rng.gamma(2.0, 0.01, size=(n, 4)), observed)
+    assert all(r["val_mse_stacked"] <= r["val_mse_model"] for r in rep)
+
+
+def _volatility(x: np.ndarray, rng: np.random.Generator) -> FeatureVolatility:
+    """A feature-volatility forecast fitted on synthetic targets that grow with the first column."""
+    level = np.abs(x[:, 0]) / 100
+    hits = (rng.random((len(x), 4)) < np.clip(level * 10, 0, 1)[:, None]).astype(float)
+    risk = level[:, None] * rng.gamma(4.0, 0.25, size=(len(x), 4))
+    return FeatureVolatility.fit(x, hits, hits[:, ::-1], risk, vol_columns(NAMES))
+
+
+def test_feature_volatility_round_trips_and_checks_its_columns() -> None:
+    rng = np.random.default_rng(2)
+    x = np.abs(rng.normal(5.0, 3.0, size=(3000, F)))
+    fv = _volatility(x, rng)
+    again = FeatureVolatility.from_dict(json.loads(json.dumps(fv.to_dict())), NAMES)
+    np.testing.assert_allclose(again.hit_logits(x[:50]), fv.hit_logits(x[:50]))
+    np.testing.assert_allclose(again.risk_values(x[:50]), fv.risk_values(x[:50]))
+    assert (fv.risk_values(x) >= 0).all()
+    lo, hi = np.argsort(np.abs(x[:, 0]))[[0, -1]]  # the hit forecast rises with the volatility input
+    assert (fv.hit_logits(x[[hi]]) > fv.hit_logits(x[[lo]])).all()
+    with pytest.raises(ArtifactError, match="columns"):
+        FeatureVolatility.from_dict(fv.to_dict(), NAMES[1:] + NAMES[:1])  # another feature layout
+    assert vol_columns(["grp.a"]) is None  # a layout without them: no volatility part
+
+
 @pytest.fixture(scope="module")
 def stacked_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
@@ -75,14 +124,15 @@ def stacked_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = save_bundle(tmp_path_factory.mktemp("b") / "stk", model, TargetSpec(), NAMES, "spec-x",
                        FeatureScaler.fit(x), FeatureStats.from_matrix(x, NAMES), {}, {}, files)
     boosters = [lgb.Booster(model_str=files[f"baseline_lgbm_{i}.txt"]) for i in range(N_HORIZONS)]
-    write_stack(root, DirectionStack(np.tile([0.7, 0.8], (N_HORIZONS, 1)), boosters))
+    write_stack(root, OutputStack(np.tile([0.7, 0.8], (N_HORIZONS, 1)), boosters, {}, _volatility(np.abs(x), rng),
+                                  np.tile([0.6, 0.7], (2 * N_HORIZONS, 1)), np.tile([0.5, 0.5], (4, 1))))
     return root
 
 
 def test_stack_is_the_same_in_serving_and_evaluation(stacked_bundle: Path) -> None:
     """Serving (and the backtest) call InferenceEngine.predict, evaluation and cross-validation
-    model_raw on a pool: the same unscaled windows give the same stacked probabilities, and
-    they differ from the network's alone."""
+    model_raw on a pool: the same unscaled windows give the same stacked probabilities, hits and
+    risks, and they differ from the network's alone (returns do not change)."""
     engine = InferenceEngine.from_bundle(stacked_bundle, device="cpu", compile=False, spec_hash="spec-x")
     assert engine.bundle.stack is not None
     n = 6
@@ -97,10 +147,16 @@ def test_stack_is_the_same_in_serving_and_evaluation(stacked_bundle: Path) -> No
     served, errors = engine.predict(windows, [str(i) for i in range(n)])
     assert not errors
     for i in range(n):
-        np.testing.assert_allclose(served[str(i)].direction_probs, eval_fc.direction[i], rtol=1e-5, atol=1e-6)
+        out = served[str(i)]
+        np.testing.assert_allclose(out.direction_probs, eval_fc.direction[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out.long_hit, eval_fc.long_hit[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out.short_hit, eval_fc.short_hit[i], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out.risk, eval_fc.risk[i], rtol=1e-5, atol=1e-7)
     plain = forecast_from_raw(model_raw(engine.bundle.model, pool, rows, None))
     assert not np.allclose(plain.direction, eval_fc.direction, atol=1e-3)
-    np.testing.assert_allclose(plain.long_hit, eval_fc.long_hit)  # only the direction logits change
+    assert not np.allclose(plain.long_hit, eval_fc.long_hit, atol=1e-3)
+    assert not np.allclose(plain.risk, eval_fc.risk, atol=1e-5)
+    np.testing.assert_allclose(plain.returns, eval_fc.returns)
 
 
 def test_stack_is_signed_versioned_and_drops_a_stale_policy(stacked_bundle: Path, tmp_path: Path) -> None:
@@ -110,9 +166,10 @@ def test_stack_is_signed_versioned_and_drops_a_stale_policy(stacked_bundle: Path
     assert "-s" in stacked.model_version
     write_policy(b, {"horizons": []})
     assert (b / "policy.json").exists()
-    write_stack(b, DirectionStack(np.tile([1.0, 0.0], (N_HORIZONS, 1)), stacked.stack.boosters))
+    write_stack(b, OutputStack(np.tile([1.0, 0.0], (N_HORIZONS, 1)), stacked.stack.boosters))
     again = load_bundle(b, spec_hash="spec-x")
     assert again.model_version != stacked.model_version  # other weights, other signal ids
+    assert stacked.stack.volatility is not None and again.stack.volatility is None  # direction-only stacks load
     assert not (b / "policy.json").exists()  # chosen for the old forecasts: no longer valid
     doc = json.loads((b / "stack.json").read_text())
     doc["weights"][0] = [0.0, 3.0]
