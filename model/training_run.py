@@ -21,9 +21,9 @@ from model.bundle import save_bundle
 from model.config import ModelConfig, TrainConfig
 from model.dataset import AnchorPool, Window, calendar_split
 from model.evaluate import baseline_inputs, evaluate_pool, model_raw
+from model.feature_volatility import FeatureVolatility, vol_columns
 from model.scaler import FeatureScaler, FeatureStats
 from model.series import Series, build_series, load_period_dir
-from model.feature_volatility import FeatureVolatility, vol_columns
 from model.stacking import STACK_JSON, OutputStack, fit_stack
 from model.targets import derive_target_spec
 from model.train import FitResult, fit_model

@@ -164,7 +164,7 @@ def _eval_bundle(out: Path) -> Path:
     from model.patchtst import UnifiedPatchTST
     from model.scaler import FeatureScaler, FeatureStats
     from model.series import VOL_COLUMNS
-    from model.stacking import DirectionStack
+    from model.stacking import OutputStack
     from model.targets import LabelledTargets
 
     torch.manual_seed(0)
@@ -183,7 +183,7 @@ def _eval_bundle(out: Path) -> Path:
     root = save_bundle(out, model, TargetSpec(bar_minutes=15, horizons=(1, 2, 4, 8)),
                        list(FEATURE_NAMES), SPEC_HASH, FeatureScaler.fit(x), FeatureStats.from_matrix(x, FEATURE_NAMES),
                        {}, {}, base.files())
-    write_stack(root, DirectionStack(np.tile([0.7, 0.8], (4, 1)), base.boosters))  # LightGBM pooled in
+    write_stack(root, OutputStack(np.tile([0.7, 0.8], (4, 1)), base.boosters))  # LightGBM pooled in
     return root
 
 

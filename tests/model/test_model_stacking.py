@@ -20,11 +20,11 @@ from model.config import ModelConfig
 from model.contract import N_HORIZONS, TargetSpec
 from model.dataset import AnchorPool
 from model.evaluate import forecast_from_raw, model_raw
+from model.feature_volatility import VOL_FEATURES, FeatureVolatility, vol_columns
 from model.inference import InferenceEngine
 from model.patchtst import UnifiedPatchTST
 from model.scaler import FeatureScaler, FeatureStats
 from model.series import Series
-from model.feature_volatility import VOL_FEATURES, FeatureVolatility, vol_columns
 from model.stacking import OutputStack, fit_binary_pool, fit_linear_pool, fit_pool
 
 NAMES = [n for n, _ in VOL_FEATURES] + ["grp.a", "grp.b"]  # the volatility columns and two others
