@@ -27,6 +27,8 @@ METRICS = {
     "short_hit_auc": True,
     "long_hit_log_loss": False,
     "short_hit_log_loss": False,
+    "drawdown_rmse": False,
+    "rally_rmse": False,
 }
 
 

@@ -1,4 +1,5 @@
-"""`mlsignals stack`: pool the bundle's LightGBM into a trained bundle's direction forecast."""
+"""`mlsignals stack`: fit a trained bundle's stack (LightGBM into the direction, a feature-volatility
+forecast into the level hits and risks; see ``model.stacking``)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ def register(app: typer.Typer) -> None:
             None, "--alignments", min=1, max=15, help="bar alignments of 1-minute files to build (memory)"
         ),
     ) -> None:
-        """Fit the log-linear pool of model and LightGBM direction probabilities on the bundle's
-        validation split (what `mlsignals train` does when stack_lightgbm is on) and re-sign the
-        bundle. A policy chosen without the stack is removed: run `mlsignals policy` again."""
+        """Fit the stack on the bundle's own split - the volatility forecast on its training rows,
+        the pooling weights on its validation rows (what `mlsignals train` does when
+        stack_lightgbm is on) - and re-sign the bundle. A policy chosen without the stack is
+        removed: run `mlsignals policy` again."""
         from model.training_run import stack_bundle
 
         logging.basicConfig(level=logging.INFO)
