@@ -4,6 +4,7 @@ loses to the volatility-only baseline."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import pandas as pd
 import pytest
 
 from features.candles import read_candles_csv, resample, validate_candles
+from model.baselines import Baselines
+from model.bundle import write_manifest
 from model.calibration import fit_calibration
 from model.config import TrainConfig
 from model.contract import DIRECTION_LOGITS, LONG_HIT_LOGITS, RAW_SIZE
@@ -223,7 +226,13 @@ def test_stack_of_a_trained_bundle_is_fitted_on_its_own_validation_period(tmp_pa
     path, _, _ = train_bundle(tmp_path / "b", cfg, data_dir=ROOT, progress=False, allow_worse=True)
     before = load_bundle(path)
     assert before.stack is None
+    # a bundle saved before the volatility baseline forecast risk gets it, from training rows
+    doc = json.loads((path / "baselines.json").read_text())
+    del doc["volatility"]["risk"]
+    (path / "baselines.json").write_text(json.dumps(doc))
+    write_manifest(path)
     stack = stack_bundle(path, ROOT)
+    assert len(Baselines.load(path).params["volatility"]["risk"]) == 4
     after = load_bundle(path)
     assert after.stack is not None and after.model_version != before.model_version
     np.testing.assert_allclose(after.stack.weights, stack.weights)
