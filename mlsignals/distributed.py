@@ -316,6 +316,6 @@ def evaluate_candles_ray(model_dir: Path, candle_files: list[Path], stride: int 
         stats.add("forward", time.perf_counter() - t0, [sec for _, sec in parts])
     raw = np.concatenate([p for p, _ in parts]) if parts else np.zeros((0, 28), dtype=np.float32)
     if bundle.stack is not None:  # model.evaluate.model_raw: the stack on the merged rows, here
-        raw = bundle.stack.apply(raw, pool.unscaled[rows])
+        raw = bundle.stack.apply_on_pool(raw, pool, rows)
     result = result_from_raw(raw, bundle.scaler, bundle.target_spec, baselines, pool, rows)
     return result, bundle, {"address": opts.address, "task_rows": opts.task_rows, **stats.stages}

@@ -66,7 +66,7 @@ def run_fold(pool: AnchorPool, fold: Window, mcfg: ModelConfig, cfg: TrainConfig
              if cfg.stack_lightgbm else None)
     t = pool.labels(test, spec)
     raw = predict_raw(fit.model, pool, test, torch.device("cpu"))
-    model_fc = forecast_from_raw(raw if stack is None else stack.apply(raw, pool.unscaled[test]))
+    model_fc = forecast_from_raw(raw if stack is None else stack.apply_on_pool(raw, pool, test))
     fcs = {"model": model_fc, **baselines.forecasts(baseline_inputs(pool, test, scaler))}
     if stack is not None:  # what the stack adds: the same network without it
         fcs["unstacked"] = forecast_from_raw(raw)

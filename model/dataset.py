@@ -74,6 +74,12 @@ class AnchorPool:
         offs = self.steps[rows][:, None] * np.arange(self.context - 1, -1, -1)[None, :]
         return self.scaled(rows[:, None] - offs)
 
+    def unscaled_windows(self, rows: np.ndarray, columns: list[int]) -> np.ndarray:
+        """rows [B] -> [B, C, k] unscaled values of ``columns`` over each row's window."""
+        offs = self.steps[rows][:, None] * np.arange(self.context - 1, -1, -1)[None, :]
+        pos = (rows[:, None] - offs)[:, :, None]
+        return self.unscaled[pos, np.asarray(columns, dtype=np.int64)[None, None, :]]
+
     def labels(self, rows: np.ndarray, spec: TargetSpec) -> LabelledTargets:
         return label_targets(self.raw.iloc[rows], spec)
 

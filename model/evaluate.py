@@ -42,7 +42,7 @@ def model_raw(model: UnifiedPatchTST, pool: AnchorPool, rows: np.ndarray, stack:
               device: str = "cpu") -> np.ndarray:
     """Raw contract rows of pool rows as ``InferenceEngine`` serves them: network, then stack."""
     raw = predict_raw(model, pool, rows, torch.device(device))
-    return raw if stack is None else stack.apply(raw, pool.unscaled[rows])
+    return raw if stack is None else stack.apply_on_pool(raw, pool, rows)
 
 
 def baseline_inputs(pool: AnchorPool, rows: np.ndarray, scaler: FeatureScaler) -> BaselineInputs:

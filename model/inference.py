@@ -124,7 +124,7 @@ class InferenceEngine:
                 out.append(self._forward(x)[:n].float().cpu().numpy())
         raw = np.concatenate(out) if out else np.zeros((0, 28), dtype=np.float32)
         stack = self.bundle.stack  # LightGBM pooled into the direction logits (model.stacking)
-        return raw if stack is None else stack.apply(raw, values[:, -1])
+        return raw if stack is None else stack.apply_on_windows(raw, values)
 
     def _check_shape(self, values: np.ndarray, symbols: Sequence[str]) -> None:
         want = (len(symbols), self.context_length, self.n_features)

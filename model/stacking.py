@@ -36,6 +36,7 @@ from scipy.optimize import lsq_linear, minimize
 from common.errors import ArtifactError
 from model.baselines import load_boosters
 from model.contract import DIRECTION_LOGITS, LONG_HIT_LOGITS, N_CLASSES, N_HORIZONS, RISK, SHORT_HIT_LOGITS, RawOutputs
+from model.dataset import AnchorPool
 from model.feature_volatility import FeatureVolatility
 from model.targets import LabelledTargets
 
@@ -140,9 +141,20 @@ class OutputStack:
         x = np.asarray(feat_t, dtype=np.float64)
         return np.stack([b.predict(x) for b in self.boosters], axis=1)
 
-    def apply(self, raw: np.ndarray, feat_t: np.ndarray) -> np.ndarray:
-        """raw [N, 28] contract rows, feat_t [N, F] their unscaled features at t -> a copy with
-        pooled direction logits (and hit logits and risks when the stack has a volatility part)."""
+    def apply_on_windows(self, raw: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """``apply`` for rows whose unscaled feature windows [N, C, F] are at hand (serving)."""
+        hist = None if self.volatility is None else windows[:, :, self.volatility.history_columns]
+        return self.apply(raw, windows[:, -1], hist)
+
+    def apply_on_pool(self, raw: np.ndarray, pool: AnchorPool, rows: np.ndarray) -> np.ndarray:
+        """``apply`` for rows of an anchor pool (evaluation, cross-validation, the Ray path)."""
+        hist = None if self.volatility is None else pool.unscaled_windows(rows, self.volatility.history_columns)
+        return self.apply(raw, pool.unscaled[rows], hist)
+
+    def apply(self, raw: np.ndarray, feat_t: np.ndarray, history: np.ndarray | None = None) -> np.ndarray:
+        """raw [N, 28] contract rows, feat_t [N, F] their unscaled features at t, history
+        [N, C, 2] their windows' volatility columns (needed when the stack has a volatility part)
+        -> a copy with pooled direction logits (and hit logits and risks)."""
         out = np.array(raw, dtype=np.float32, copy=True)
         if out.shape[0] == 0:
             return out
@@ -154,9 +166,13 @@ class OutputStack:
             ll = np.log(np.clip(lgb_p[:, i], _EPS, 1.0))
             out[:, sl] = pooled(lm, ll, *self.weights[i])
         if self.volatility is not None:
+            if history is None:
+                raise ValueError("this stack pools a volatility forecast: the windows' history is needed")
             hw, rw = self.hit_weights, self.risk_weights
-            out[:, HITS] = hw[:, 0] * out[:, HITS] + hw[:, 1] * self.volatility.hit_logits(feat_t)
-            out[:, RISK] = np.maximum(rw[:, 0] * out[:, RISK] + rw[:, 1] * self.volatility.risk_values(feat_t), 0.0)
+            vol_hits = self.volatility.hit_logits(feat_t, history)
+            vol_risk = self.volatility.risk_values(feat_t, history)
+            out[:, HITS] = hw[:, 0] * out[:, HITS] + hw[:, 1] * vol_hits
+            out[:, RISK] = np.maximum(rw[:, 0] * out[:, RISK] + rw[:, 1] * vol_risk, 0.0)
         return out
 
     def to_json(self) -> str:
@@ -198,20 +214,21 @@ class OutputStack:
         return cls(weights, load_boosters(root, N_HORIZONS), doc.get("report", {}), volatility, hw, rw)
 
 
-def fit_stack(raw: np.ndarray, feat_t: np.ndarray, t: LabelledTargets, boosters: list[lgb.Booster],
-              volatility: FeatureVolatility | None = None) -> OutputStack:
+def fit_stack(raw: np.ndarray, feat_t: np.ndarray, history: np.ndarray | None, t: LabelledTargets,
+              boosters: list[lgb.Booster], volatility: FeatureVolatility | None = None) -> OutputStack:
     """Fit the pools on validation rows: raw [N, 28] model outputs, feat_t [N, F] unscaled
-    features at t, their targets ``t``; ``boosters`` the bundle's LightGBM, ``volatility`` the
-    feature-volatility forecast fitted on training rows (None: direction only)."""
+    features at t, history [N, C, 2] their windows' volatility columns, their targets ``t``;
+    ``boosters`` the bundle's LightGBM, ``volatility`` the feature-volatility forecast fitted on
+    training rows (None: direction only)."""
     probe = OutputStack(np.tile([1.0, 0.0], (N_HORIZONS, 1)), boosters)
     r = RawOutputs.read(raw)
     weights, direction_report = fit_pool(r.direction_probs, probe.lightgbm_probs(feat_t), t.direction)
     report: dict = {"direction": direction_report}
     if volatility is None:
         return OutputStack(weights, boosters, report)
-    hw, hit_report = fit_binary_pool(np.asarray(raw[:, HITS], dtype=np.float64), volatility.hit_logits(feat_t),
+    hw, hit_report = fit_binary_pool(np.asarray(raw[:, HITS], dtype=np.float64), volatility.hit_logits(feat_t, history),
                                      np.concatenate([t.long_hit, t.short_hit], axis=1))
-    rw, risk_report = fit_linear_pool(np.asarray(raw[:, RISK], dtype=np.float64), volatility.risk_values(feat_t),
+    rw, risk_report = fit_linear_pool(np.asarray(raw[:, RISK], dtype=np.float64), volatility.risk_values(feat_t, history),
                                       t.risk)
     report["hits"] = hit_report
     report["risk"] = risk_report

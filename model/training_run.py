@@ -109,9 +109,11 @@ def fit_validation_stack(model, baselines: Baselines, pool: AnchorPool, train_ro
     if columns is not None:
         fit_rows = np.sort(rng.choice(train_rows, min(cfg.baseline_samples, train_rows.size), replace=False))
         t = pool.labels(fit_rows, spec)
-        volatility = FeatureVolatility.fit(pool.unscaled[fit_rows], t.long_hit, t.short_hit, t.risk, columns, cfg.seed)
+        volatility = FeatureVolatility.fit(pool.unscaled[fit_rows], pool.unscaled_windows(fit_rows, columns[1]),
+                                           t.long_hit, t.short_hit, t.risk, columns, cfg.seed)
     rows = np.sort(rng.choice(val_rows, min(cfg.calibration_samples, val_rows.size), replace=False))
-    stack = fit_stack(model_raw(model, pool, rows, None), pool.unscaled[rows], pool.labels(rows, spec),
+    history = None if columns is None else pool.unscaled_windows(rows, columns[1])
+    stack = fit_stack(model_raw(model, pool, rows, None), pool.unscaled[rows], history, pool.labels(rows, spec),
                       baselines.boosters, volatility)
     log.info("stack weights per horizon: direction (model, lightgbm) %s; hits (model, volatility) %s",
              stack.weights.round(3).tolist(), None if stack.hit_weights is None else stack.hit_weights.round(3).tolist())

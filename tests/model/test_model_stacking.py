@@ -20,14 +20,14 @@ from model.config import ModelConfig
 from model.contract import N_HORIZONS, TargetSpec
 from model.dataset import AnchorPool
 from model.evaluate import forecast_from_raw, model_raw
-from model.feature_volatility import VOL_FEATURES, FeatureVolatility, vol_columns
+from model.feature_volatility import HISTORY_FEATURES, VOL_FEATURES, FeatureVolatility, history_inputs, vol_columns
 from model.inference import InferenceEngine
 from model.patchtst import UnifiedPatchTST
 from model.scaler import FeatureScaler, FeatureStats
 from model.series import Series
 from model.stacking import OutputStack, fit_binary_pool, fit_linear_pool, fit_pool
 
-NAMES = [n for n, _ in VOL_FEATURES] + ["grp.a", "grp.b"]  # the volatility columns and two others
+NAMES = [n for n, _ in VOL_FEATURES] + list(HISTORY_FEATURES) + ["grp.a"]  # the volatility columns and one other
 F, C = len(NAMES), 32
 
 
@@ -83,26 +83,56 @@ def test_hit_and_risk_pools_take_the_volatility_forecast_only_where_it_helps() -
 
 
 def _volatility(x: np.ndarray, rng: np.random.Generator) -> FeatureVolatility:
-    """A feature-volatility forecast fitted on synthetic targets that grow with the first column."""
-    level = np.abs(x[:, 0]) / 100
+    """A feature-volatility forecast fitted on synthetic windows [N, C, F] whose targets grow
+    with the first column."""
+    level = np.abs(x[:, -1, 0]) / 100
     hits = (rng.random((len(x), 4)) < np.clip(level * 10, 0, 1)[:, None]).astype(float)
     risk = level[:, None] * rng.gamma(4.0, 0.25, size=(len(x), 4))
-    return FeatureVolatility.fit(x, hits, hits[:, ::-1], risk, vol_columns(NAMES))
+    cols = vol_columns(NAMES)
+    return FeatureVolatility.fit(x[:, -1], x[:, :, cols[1]], hits, hits[:, ::-1], risk, cols)
 
 
 def test_feature_volatility_round_trips_and_checks_its_columns() -> None:
     rng = np.random.default_rng(2)
-    x = np.abs(rng.normal(5.0, 3.0, size=(3000, F)))
+    x = np.abs(rng.normal(5.0, 3.0, size=(1500, 6, F)))
     fv = _volatility(x, rng)
+    h = x[:, :, fv.history_columns]
     again = FeatureVolatility.from_dict(json.loads(json.dumps(fv.to_dict())), NAMES)
-    np.testing.assert_allclose(again.hit_logits(x[:50]), fv.hit_logits(x[:50]))
-    np.testing.assert_allclose(again.risk_values(x[:50]), fv.risk_values(x[:50]))
-    assert (fv.risk_values(x) >= 0).all()
-    lo, hi = np.argsort(np.abs(x[:, 0]))[[0, -1]]  # the hit forecast rises with the volatility input
-    assert (fv.hit_logits(x[[hi]]) > fv.hit_logits(x[[lo]])).all()
+    np.testing.assert_allclose(again.hit_logits(x[:50, -1], h[:50]), fv.hit_logits(x[:50, -1], h[:50]))
+    np.testing.assert_allclose(again.risk_values(x[:50, -1], h[:50]), fv.risk_values(x[:50, -1], h[:50]))
+    assert (fv.risk_values(x[:, -1], h) >= 0).all()
+    lo, hi = np.argsort(np.abs(x[:, -1, 0]))[[0, -1]]  # the hit forecast rises with the volatility input
+    assert (fv.hit_logits(x[[hi], -1], h[[hi]]) > fv.hit_logits(x[[lo], -1], h[[lo]])).all()
     with pytest.raises(ArtifactError, match="columns"):
         FeatureVolatility.from_dict(fv.to_dict(), NAMES[1:] + NAMES[:1])  # another feature layout
     assert vol_columns(["grp.a"]) is None  # a layout without them: no volatility part
+
+
+@pytest.fixture(scope="module")
+def btc_1m_pool() -> tuple[AnchorPool, np.ndarray, list[str]]:
+    """Real features of two weeks of Binance BTC (15-minute bars)."""
+    from features.candles import read_candles_csv, resample, validate_candles
+    from features.spec import FEATURE_NAMES
+    from model.series import build_series
+
+    path = Path(__file__).resolve().parents[2] / "data" / "candles" / "binance_spot_2024-10" / "BTCUSDT_1m.csv.gz"
+    frame = validate_candles(read_candles_csv(path), "BTCUSDT").iloc[:20000]
+    series = build_series({"BTCUSDT": resample(frame, 15)}, "p", 15, (1, 4, 16, 48), cache=False)
+    pool = AnchorPool.build(series, 96, 15)
+    assert pool.valid.size > 500
+    return pool, pool.valid, list(FEATURE_NAMES)
+
+
+def test_window_volatility_is_the_volatility_baselines_own(btc_1m_pool) -> None:
+    """The realized volatility the stack reads from the feature window equals the candle-based
+    volatility baseline's log_rv4/16/96 on real candles (the same numbers, from the features)."""
+    pool, rows, names = btc_1m_pool
+    cols = vol_columns(names)
+    got = history_inputs(pool.unscaled_windows(rows, cols[1]))
+    want = pool.vol_inputs(rows)[:, :3]  # log_rv4, log_rv16, log_rv96
+    np.testing.assert_allclose(got[:, :3], want, atol=1e-4)
+    # the range reads the bar's (high - low) / open, the baseline divides by the close: close, not equal
+    np.testing.assert_allclose(got[:, 3], pool.vol_inputs(rows)[:, 3], atol=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +154,8 @@ def stacked_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = save_bundle(tmp_path_factory.mktemp("b") / "stk", model, TargetSpec(), NAMES, "spec-x",
                        FeatureScaler.fit(x), FeatureStats.from_matrix(x, NAMES), {}, {}, files)
     boosters = [lgb.Booster(model_str=files[f"baseline_lgbm_{i}.txt"]) for i in range(N_HORIZONS)]
-    write_stack(root, OutputStack(np.tile([0.7, 0.8], (N_HORIZONS, 1)), boosters, {}, _volatility(np.abs(x), rng),
+    windows = np.abs(rng.normal(5.0, 3.0, size=(600, C, F)))
+    write_stack(root, OutputStack(np.tile([0.7, 0.8], (N_HORIZONS, 1)), boosters, {}, _volatility(windows, rng),
                                   np.tile([0.6, 0.7], (2 * N_HORIZONS, 1)), np.tile([0.5, 0.5], (4, 1))))
     return root
 
