@@ -105,6 +105,7 @@ def horizon_scores(f: Forecast, t: LabelledTargets, i: int) -> dict[str, float |
         if f.short_hit is not None
         else None,
         "long_hit_ece": binary_ece(f.long_hit[:, i], t.long_hit[:, i]) if f.long_hit is not None else None,
+        "short_hit_ece": binary_ece(f.short_hit[:, i], t.short_hit[:, i]) if f.short_hit is not None else None,
         "drawdown_rmse": None,
         "rally_rmse": None,
     }

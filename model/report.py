@@ -27,6 +27,8 @@ METRICS = {
     "short_hit_auc": True,
     "long_hit_log_loss": False,
     "short_hit_log_loss": False,
+    "long_hit_ece": False,
+    "short_hit_ece": False,
     "drawdown_rmse": False,
     "rally_rmse": False,
 }
@@ -76,28 +78,47 @@ def markdown(result: EvalResult, model_version: str, spec: TargetSpec, title: st
             cells = [f"**{_fmt(v)}**" if v is not None and v == best else _fmt(v) for v in vals]
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["![calibration](calibration.png)", "", "![confusion](confusion.png)", ""]
+    lines += ["![calibration](calibration.png)", "", "![level-hit calibration](hit_calibration.png)", "",
+              "![confusion](confusion.png)", ""]
     return "\n".join(lines)
+
+
+def _reliability(ax, p: np.ndarray, y: np.ndarray, label: str) -> None:
+    """Mean predicted vs observed frequency in 10 equal-width bins (bins with >= 30 rows)."""
+    edges = np.linspace(0, 1, 11)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, 9)
+    xs = [p[which == b].mean() for b in range(10) if (which == b).sum() >= 30]
+    ys = [y[which == b].mean() for b in range(10) if (which == b).sum() >= 30]
+    ax.plot(xs, ys, marker="o", ms=3, label=label)
 
 
 def plot_calibration(result: EvalResult, spec: TargetSpec, path: Path) -> None:
     """Reliability diagram per horizon: predicted P(class) vs observed frequency, 10 bins."""
     fig, axes = plt.subplots(1, len(spec.horizons), figsize=(11, 3), dpi=72, sharey=True)
-    edges = np.linspace(0, 1, 11)
     for i, (ax, h) in enumerate(zip(axes, spec.horizons, strict=True)):
         for c, name in enumerate(DIRECTIONS):
-            p = result.model_fc.direction[:, i, c]
-            y = result.targets.direction[:, i] == c
-            which = np.clip(np.digitize(p, edges[1:-1]), 0, 9)
-            xs, ys = [], []
-            for b in range(10):
-                m = which == b
-                if m.sum() >= 30:
-                    xs.append(p[m].mean())
-                    ys.append(y[m].mean())
-            ax.plot(xs, ys, marker="o", ms=3, label=name)
+            _reliability(ax, result.model_fc.direction[:, i, c], result.targets.direction[:, i] == c, name)
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
         ax.set_title(f"h{h}", fontsize=9)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("observed", fontsize=8)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_hit_calibration(result: EvalResult, spec: TargetSpec, path: Path) -> None:
+    """Reliability diagram of the level-hit probabilities per horizon, long and short."""
+    fig, axes = plt.subplots(1, len(spec.horizons), figsize=(11, 3), dpi=72, sharey=True)
+    fc, t = result.model_fc, result.targets
+    for i, (ax, h) in enumerate(zip(axes, spec.horizons, strict=True)):
+        if fc.long_hit is not None:
+            _reliability(ax, fc.long_hit[:, i], t.long_hit[:, i], "long hit")
+            _reliability(ax, fc.short_hit[:, i], t.short_hit[:, i], "short hit")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        ax.set_title(f"h{h} levels ±{spec.levels[i]:.2%}", fontsize=9)
         ax.set_xlabel("predicted", fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("observed", fontsize=8)
@@ -129,12 +150,14 @@ def plot_confusion(result: EvalResult, spec: TargetSpec, path: Path) -> None:
 
 
 def write_report(result: EvalResult, model_version: str, spec: TargetSpec, out: Path, title: str) -> dict:
-    """Write report.md, evaluation.json, calibration.png, confusion.png; returns the JSON dict."""
+    """Write report.md, evaluation.json, calibration.png, hit_calibration.png, confusion.png;
+    returns the JSON dict."""
     out.mkdir(parents=True, exist_ok=True)
     data = summary(result, model_version)
     (out / "evaluation.json").write_text(json.dumps(data, indent=2, default=_nan_to_none) + "\n")
     (out / "report.md").write_text(markdown(result, model_version, spec, title))
     plot_calibration(result, spec, out / "calibration.png")
+    plot_hit_calibration(result, spec, out / "hit_calibration.png")
     plot_confusion(result, spec, out / "confusion.png")
     return data
 

@@ -106,6 +106,6 @@ def test_evaluate_writes_report_with_all_baselines(
     # a constant forecast cannot rank: AUC exactly 1/2, no IC
     assert per["majority"]["direction_auc"] == 0.5 and per["majority"]["ic"] is None
     assert per["volatility"]["long_hit_auc"] is not None
-    for name in ("report.md", "evaluation.json", "calibration.png", "confusion.png"):
+    for name in ("report.md", "evaluation.json", "calibration.png", "hit_calibration.png", "confusion.png"):
         assert (out / name).stat().st_size > 0
     assert "| log_loss |" in (out / "report.md").read_text()
