@@ -92,14 +92,15 @@ def _reliability(ax, p: np.ndarray, y: np.ndarray, label: str) -> None:
     ax.plot(xs, ys, marker="o", ms=3, label=label)
 
 
-def plot_calibration(result: EvalResult, spec: TargetSpec, path: Path) -> None:
-    """Reliability diagram per horizon: predicted P(class) vs observed frequency, 10 bins."""
-    fig, axes = plt.subplots(1, len(spec.horizons), figsize=(11, 3), dpi=72, sharey=True)
-    for i, (ax, h) in enumerate(zip(axes, spec.horizons, strict=True)):
-        for c, name in enumerate(DIRECTIONS):
-            _reliability(ax, result.model_fc.direction[:, i, c], result.targets.direction[:, i] == c, name)
+def _reliability_figure(curves: list[list[tuple[np.ndarray, np.ndarray, str]]], titles: list[str],
+                        path: Path) -> None:
+    """One panel per horizon, each with its (predicted, outcome, label) reliability curves."""
+    fig, axes = plt.subplots(1, len(titles), figsize=(11, 3), dpi=72, sharey=True)
+    for ax, panel, title in zip(axes, curves, titles, strict=True):
+        for p, y, label in panel:
+            _reliability(ax, p, y, label)
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-        ax.set_title(f"h{h}", fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("predicted", fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("observed", fontsize=8)
@@ -107,25 +108,24 @@ def plot_calibration(result: EvalResult, spec: TargetSpec, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_calibration(result: EvalResult, spec: TargetSpec, path: Path) -> None:
+    """Reliability diagram per horizon: predicted P(class) vs observed frequency, 10 bins."""
+    fc, t = result.model_fc, result.targets
+    curves = [[(fc.direction[:, i, c], t.direction[:, i] == c, name) for c, name in enumerate(DIRECTIONS)]
+              for i in range(len(spec.horizons))]
+    _reliability_figure(curves, [f"h{h}" for h in spec.horizons], path)
 
 
 def plot_hit_calibration(result: EvalResult, spec: TargetSpec, path: Path) -> None:
     """Reliability diagram of the level-hit probabilities per horizon, long and short."""
-    fig, axes = plt.subplots(1, len(spec.horizons), figsize=(11, 3), dpi=72, sharey=True)
     fc, t = result.model_fc, result.targets
-    for i, (ax, h) in enumerate(zip(axes, spec.horizons, strict=True)):
-        if fc.long_hit is not None:
-            _reliability(ax, fc.long_hit[:, i], t.long_hit[:, i], "long hit")
-            _reliability(ax, fc.short_hit[:, i], t.short_hit[:, i], "short hit")
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-        ax.set_title(f"h{h} levels ±{spec.levels[i]:.2%}", fontsize=9)
-        ax.set_xlabel("predicted", fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[0].set_ylabel("observed", fontsize=8)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    curves = [[] if fc.long_hit is None else
+              [(fc.long_hit[:, i], t.long_hit[:, i], "long hit"), (fc.short_hit[:, i], t.short_hit[:, i], "short hit")]
+              for i in range(len(spec.horizons))]
+    _reliability_figure(curves, [f"h{h} levels ±{lv:.2%}" for h, lv in zip(spec.horizons, spec.levels, strict=True)],
+                        path)
 
 
 def plot_confusion(result: EvalResult, spec: TargetSpec, path: Path) -> None:
