@@ -111,6 +111,7 @@ class CandleDownloader:
                 self._download_range(symbol, start, end, result, bar)
         finally:
             if bar is not None:
+                bar.refresh()  # the last count is always drawn (tqdm skips redraws within mininterval)
                 bar.close()
         return result
 

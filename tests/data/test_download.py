@@ -157,7 +157,10 @@ def test_make_exchange_respects_the_exchange_rate_limit():
     assert ex.enableRateLimit is True and ex.rateLimit > 0
 
 
-def test_progress_bar_on_stderr(rec, store, capsys):
+def test_progress_bar_on_stderr(rec, store, capsys, monkeypatch):
+    # tqdm skips redraws within its minimum interval; a long one makes the final count depend
+    # on the explicit last redraw, not on how fast the pages came
+    monkeypatch.setenv("TQDM_MININTERVAL", "1000")
     now = rec.index[-1] + _MIN
     src = CcxtSource(PagedExchange(recorded_rows(rec)), ["BTCUSDT"], sleep=lambda s: None)
     CandleDownloader(src, store, page_limit=500, clock=lambda: now, progress=True).download("BTCUSDT", rec.index[0])
