@@ -62,10 +62,25 @@ def least_squares(x: np.ndarray, y: np.ndarray, ridge: float = 1e-6) -> tuple[li
     return coef.tolist(), float(ym - xm @ coef)
 
 
-def risk_design(vz: np.ndarray) -> np.ndarray:
-    """Volatility-baseline inputs for the risk regression: the standardized logs and the
-    volatility levels (risk scales with them), time inputs as they are."""
-    return np.concatenate([vz, np.exp(np.clip(vz[:, :4], -6, 6))], axis=1)
+# columns of the standardized volatility inputs that are log volatilities (log_rv4, log_rv16,
+# log_rv96, log_range16; model.series.VOL_COLUMNS)
+VOL_LOG_COLUMNS = slice(0, 4)
+
+
+def risk_design(z: np.ndarray, log_columns: slice | np.ndarray) -> np.ndarray:
+    """Inputs of a drawdown/rally regression: the standardized inputs, plus the volatility
+    levels (exp of the standardized log-volatility columns; risk scales with them)."""
+    return np.concatenate([z, np.exp(np.clip(z[:, log_columns], -6, 6))], axis=1)
+
+
+def fit_risk(design: np.ndarray, risk: np.ndarray) -> list[tuple[list[float], float]]:
+    """Least squares per drawdown/rally column of ``risk`` [N, 4] on ``design``."""
+    return [least_squares(design, risk[:, j]) for j in range(risk.shape[1])]
+
+
+def predict_risk(design: np.ndarray, params: list) -> np.ndarray:
+    """[N, 4] drawdown/rally forecasts of ``fit_risk`` parameters (fractions >= 0)."""
+    return np.clip(np.stack([design @ np.asarray(c) + b for c, b in params], axis=1), 0.0, None)
 
 
 @dataclass
@@ -101,7 +116,7 @@ class Baselines:
             "long_hit": [],
             "short_hit": [],
             # drawdown/rally of the two longest horizons (contract order), least squares
-            "risk": [least_squares(risk_design(vz), t.risk[:, j]) for j in range(t.risk.shape[1])],
+            "risk": fit_risk(risk_design(vz, VOL_LOG_COLUMNS), t.risk),
         }
         logistic = []
         boosters = []
@@ -144,6 +159,11 @@ class Baselines:
             params["logistic"] = logistic
         return cls(params, boosters)
 
+    def volatility_z(self, vol: np.ndarray) -> np.ndarray:
+        """Volatility/time inputs [N, k] standardized as the volatility baseline was fitted."""
+        v = self.params["volatility"]
+        return (vol - np.asarray(v["mean"])) / np.asarray(v["std"])
+
     def forecasts(self, inp: BaselineInputs) -> dict[str, Forecast]:
         """Forecasts of every baseline for the rows of ``inp``."""
         n = inp.last_ret.shape[0]
@@ -157,7 +177,7 @@ class Baselines:
             table[:, sign].transpose(1, 0, 2), returns=np.repeat(inp.last_ret[:, None], n_h, axis=1)
         )
         v = p["volatility"]
-        vz = (inp.vol - np.asarray(v["mean"])) / np.asarray(v["std"])
+        vz = self.volatility_z(inp.vol)
         d = np.zeros((n, n_h, 3))
         lh = np.zeros((n, n_h))
         sh = np.zeros((n, n_h))
@@ -173,8 +193,7 @@ class Baselines:
             sh[:, i] = _sigmoid(vz @ np.asarray(c) + b)
         risk = None
         if "risk" in v:  # bundles trained before the risk baseline have none
-            x = risk_design(vz)
-            risk = np.clip(np.stack([x @ np.asarray(c) + b for c, b in v["risk"]], axis=1), 0.0, None)
+            risk = predict_risk(risk_design(vz, VOL_LOG_COLUMNS), v["risk"])
         out["volatility"] = Forecast(d, long_hit=lh, short_hit=sh, risk=risk)
         if "logistic" in p:
             lr = np.stack(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.errors import ArtifactError
-from model.baselines import binary_logistic, least_squares
+from model.baselines import binary_logistic, fit_risk, predict_risk, risk_design
 from model.contract import N_HORIZONS
 
 # (feature of the last bar, take the log): volatility levels are log-normal-ish
@@ -83,11 +83,6 @@ class FeatureVolatility:
     def _z(self, feat_t: np.ndarray, history: np.ndarray) -> np.ndarray:
         return (self.inputs(feat_t, history, self.columns) - self.mean) / self.std
 
-    @staticmethod
-    def _risk_design(z: np.ndarray) -> np.ndarray:
-        # risk scales with the volatility level: logs for the shape, levels for the scale
-        return np.concatenate([z, np.exp(np.clip(z[:, _LOG_INPUTS], -6, 6))], axis=1)
-
     def hit_logits(self, feat_t: np.ndarray, history: np.ndarray) -> np.ndarray:
         """[N, 8]: long-hit logits of the 4 horizons, then short-hit logits."""
         z = self._z(feat_t, history)
@@ -95,8 +90,7 @@ class FeatureVolatility:
 
     def risk_values(self, feat_t: np.ndarray, history: np.ndarray) -> np.ndarray:
         """[N, 4] drawdown/rally forecasts (fractions >= 0, contract order)."""
-        x = self._risk_design(self._z(feat_t, history))
-        return np.clip(np.stack([x @ c + b for c, b in self.risk], axis=1), 0.0, None)
+        return predict_risk(risk_design(self._z(feat_t, history), _LOG_INPUTS), self.risk)
 
     @classmethod
     def fit(cls, feat_t: np.ndarray, history: np.ndarray, long_hit: np.ndarray, short_hit: np.ndarray,
@@ -118,10 +112,7 @@ class FeatureVolatility:
             else:
                 c, b = binary_logistic(z, yy, seed)
                 fv.hit.append((np.asarray(c), b))
-        design = cls._risk_design(z)
-        for y in risk[ok].T:
-            c, b = least_squares(design, y)
-            fv.risk.append((np.asarray(c), b))
+        fv.risk = [(np.asarray(c), b) for c, b in fit_risk(risk_design(z, _LOG_INPUTS), risk[ok])]
         return fv
 
     def to_dict(self) -> dict:
@@ -141,7 +132,7 @@ class FeatureVolatility:
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"unreadable volatility forecast ({exc})") from None
         k = N_INPUTS
-        k_risk = k + int(_LOG_INPUTS.sum())  # see _risk_design
+        k_risk = k + int(_LOG_INPUTS.sum())  # see model.baselines.risk_design
         shapes_ok = (len(fv.columns) == len(VOL_FEATURES) and len(fv.history_columns) == len(HISTORY_FEATURES)
                      and fv.mean.shape == fv.std.shape == (k,)
                      and len(fv.hit) == 2 * N_HORIZONS and len(fv.risk) == 4

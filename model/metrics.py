@@ -2,7 +2,8 @@
 
 A forecast for N rows is ``Forecast``: direction probabilities [N, 4, 3] (DIRECTIONS order),
 optionally a return score [N, 4] (for the information coefficient), level-hit
-probabilities [N, 4] each side and drawdown/rally forecasts [N, 4] (scored by RMSE). Metrics a forecaster cannot produce are None.
+probabilities [N, 4] each side and drawdown/rally forecasts [N, 4] (scored by RMSE). Metrics a
+forecaster cannot produce are None.
 """
 
 from __future__ import annotations

@@ -219,7 +219,7 @@ def stack_bundle(bundle_dir: Path, data_dir: Path, alignments_1m: int | None = N
     forecast risk gets its risk regression, fitted on the same training rows, so evaluation
     can score the risk outputs against it. ``alignments_1m`` overrides how many bar alignments
     of 1-minute files are built (memory); the periods are the same."""
-    from model.baselines import BASELINES_JSON, least_squares, risk_design
+    from model.baselines import BASELINES_JSON, VOL_LOG_COLUMNS, fit_risk, risk_design
     from model.bundle import load_bundle, write_stack
 
     bundle = load_bundle(bundle_dir)
@@ -248,9 +248,8 @@ def stack_bundle(bundle_dir: Path, data_dir: Path, alignments_1m: int | None = N
     vol = baselines.params["volatility"]
     if "risk" not in vol:
         rows = np.sort(rng.choice(train_rows, min(cfg.baseline_samples, train_rows.size), replace=False))
-        vz = (pool.vol_inputs(rows) - np.asarray(vol["mean"])) / np.asarray(vol["std"])
-        risk = pool.labels(rows, bundle.target_spec).risk
-        vol["risk"] = [least_squares(risk_design(vz), risk[:, j]) for j in range(risk.shape[1])]
+        vz = baselines.volatility_z(pool.vol_inputs(rows))
+        vol["risk"] = fit_risk(risk_design(vz, VOL_LOG_COLUMNS), pool.labels(rows, bundle.target_spec).risk)
         extra[BASELINES_JSON] = json.dumps(baselines.params) + "\n"
     write_stack(bundle.path, stack, extra)
     return stack
