@@ -208,9 +208,13 @@ class Baselines:
         out["lightgbm"] = Forecast(gb, returns=gb[:, :, LONG] - gb[:, :, SHORT])
         return out
 
+    def params_json(self) -> str:
+        """The text of baselines.json."""
+        return json.dumps(self.params) + "\n"
+
     def files(self) -> dict[str, str]:
         """Bundle files: baselines.json and one LightGBM text model per horizon."""
-        files = {BASELINES_JSON: json.dumps(self.params) + "\n"}
+        files = {BASELINES_JSON: self.params_json()}
         for i, b in enumerate(self.boosters):
             files[lgbm_file(i)] = b.model_to_string()
         return files

@@ -5,7 +5,6 @@ Used by ``mlsignals train``; every random choice derives from ``TrainConfig.seed
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import time
@@ -250,6 +249,6 @@ def stack_bundle(bundle_dir: Path, data_dir: Path, alignments_1m: int | None = N
         rows = np.sort(rng.choice(train_rows, min(cfg.baseline_samples, train_rows.size), replace=False))
         vz = baselines.volatility_z(pool.vol_inputs(rows))
         vol["risk"] = fit_risk(risk_design(vz, VOL_LOG_COLUMNS), pool.labels(rows, bundle.target_spec).risk)
-        extra[BASELINES_JSON] = json.dumps(baselines.params) + "\n"
+        extra[BASELINES_JSON] = baselines.params_json()
     write_stack(bundle.path, stack, extra)
     return stack
