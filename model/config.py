@@ -69,6 +69,12 @@ class ModelConfig(_StrictConfig):
     # the feature row (empty = no base, the network alone) and its hidden width
     base_inputs: tuple[int, ...] = ()
     base_hidden: int = 32
+    # base_log_volatility (the recipe): the base reads scale-free indicators of the last bar and
+    # the window's log volatility (model.window_volatility) instead of volatility levels;
+    # base_history: the (1-bar log return, bar range) columns it reads that from (filled in by
+    # model.training_run.resolve_base)
+    base_log_volatility: bool = False
+    base_history: tuple[int, ...] = ()
 
     @model_validator(mode="after")
     def _shapes(self) -> Self:
@@ -79,6 +85,8 @@ class ModelConfig(_StrictConfig):
                 f"need 1 <= stride and patch_len <= context_length "
                 f"(patch_len={self.patch_len}, stride={self.stride}, context={self.context_length})"
             )
+        if len(self.base_history) not in (0, 2):
+            raise ValueError(f"base_history names the (log return, range) columns: 2 indices, got {self.base_history}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         return self

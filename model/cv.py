@@ -29,7 +29,7 @@ from model.metrics import log_loss_difference, score_all
 from model.scaler import FeatureScaler
 from model.targets import derive_target_spec
 from model.train import fit_model, predict_raw
-from model.training_run import base_input_indices, fit_validation_stack
+from model.training_run import fit_validation_stack, resolve_base
 
 log = logging.getLogger(__name__)
 # forecasters scored per fold: the recipe's model, the volatility-only baseline, and - when the
@@ -114,10 +114,8 @@ def cross_validate(series: list, cfg: TrainConfig, k: int, max_test_rows: int = 
     its finished folds behind)."""
     from features.spec import FEATURE_NAMES
 
-    overrides = dict(cfg.model)
     names = list(FEATURE_NAMES) if series[0].features.shape[1] == len(FEATURE_NAMES) else None
-    if "base_inputs" not in overrides and names is not None:
-        overrides["base_inputs"] = base_input_indices(names)
+    overrides = resolve_base(cfg.model, names)
     mcfg = ModelConfig(n_features=series[0].features.shape[1], **overrides)
     pool = AnchorPool.build(series, mcfg.context_length, cfg.bar_minutes)
     folds = []

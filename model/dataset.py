@@ -80,6 +80,14 @@ class AnchorPool:
         pos = (rows[:, None] - offs)[:, :, None]
         return self.unscaled[pos, np.asarray(columns, dtype=np.int64)[None, None, :]]
 
+    def scaled_windows(self, rows: np.ndarray, columns: list[int]) -> np.ndarray:
+        """rows [B] -> [B, C, k] scaled values of ``columns`` over each row's window (what
+        ``windows(rows)[:, :, columns]`` holds, without gathering every feature)."""
+        x = self.unscaled_windows(rows, columns)
+        if self.scaler is not None:
+            x = self.scaler.subset(columns).transform(x)
+        return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
+
     def labels(self, rows: np.ndarray, spec: TargetSpec) -> LabelledTargets:
         return label_targets(self.raw.iloc[rows], spec)
 

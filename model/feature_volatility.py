@@ -17,10 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from common.errors import ArtifactError
 from model.baselines import binary_logistic, fit_risk, predict_risk, risk_design
 from model.contract import N_HORIZONS
+from model.window_volatility import HISTORY_FEATURES, N_LOG_VOL, log_volatility
 
 # (feature of the last bar, take the log): volatility levels are log-normal-ish
 VOL_FEATURES: tuple[tuple[str, bool], ...] = (
@@ -29,13 +31,9 @@ VOL_FEATURES: tuple[tuple[str, bool], ...] = (
     ("time.cyclical.hour_sin", False), ("time.cyclical.hour_cos", False),
     ("time.cyclical.weekday_sin", False), ("time.cyclical.weekday_cos", False),
 )
-# read over the context window: 1-bar log return and bar range (fraction of the open)
-HISTORY_FEATURES = ("returns.logret_1", "candle.shape.range_pct")
-RV_BARS = (4, 16, 96)  # realized-volatility windows of the volatility baseline (model.series)
-RANGE_BARS = 16
 _FLOOR = 1e-6  # a zero range (a flat bar) is a tiny volatility, not log(0)
 # inputs that are log volatilities: their levels also enter the risk regression
-_LOG_INPUTS = np.array([lg for _, lg in VOL_FEATURES] + [True] * (len(RV_BARS) + 1))
+_LOG_INPUTS = np.array([lg for _, lg in VOL_FEATURES] + [True] * N_LOG_VOL)
 N_INPUTS = len(_LOG_INPUTS)
 
 
@@ -50,13 +48,9 @@ def vol_columns(feature_names: list[str]) -> tuple[list[int], list[int]] | None:
 
 
 def history_inputs(history: np.ndarray) -> np.ndarray:
-    """history [N, C, 2] (log return, range) oldest bar first -> [N, 4]: log realized volatility
-    over the last 4, 16 and 96 bars (fewer when the window is shorter) and log mean range."""
-    r = np.asarray(history[:, :, 0], dtype=np.float64)
-    rng = np.asarray(history[:, :, 1], dtype=np.float64)
-    cols = [0.5 * np.log(np.mean(r[:, -k:] ** 2, axis=1) + 1e-12) for k in RV_BARS]
-    cols.append(np.log(np.mean(rng[:, -RANGE_BARS:], axis=1) + 1e-9))
-    return np.stack(cols, axis=1)
+    """history [N, C, 2] (log return, range) oldest bar first -> [N, 4] log volatilities
+    (``model.window_volatility``, the network base's own numbers)."""
+    return log_volatility(torch.from_numpy(np.asarray(history, dtype=np.float64))).numpy()
 
 
 @dataclass

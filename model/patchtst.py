@@ -14,7 +14,8 @@ Shapes (B = batch, L = context bars, F = features, P = patches, D = d_model):
       -> multi-task heads -> raw [B, 28]
 
 Every head is a residual on a direction-blind volatility base (``VolatilityBase``): a small MLP
-of the last bar's volatility/activity/time features that gives the move-vs-FLAT logit, level-hit
+of the last bar's volatility/activity/time features (or, with ``base_log_volatility``, of
+scale-free ones plus the window's log volatility) that gives the move-vs-FLAT logit, level-hit
 logits and risk, with constant LONG/SHORT offsets (so it knows nothing of direction). The
 network's heads start at zero, so an untrained network *is* the base, and training moves away
 from it only as far as validation allows. Two calibration buffers finish each output
@@ -34,26 +35,55 @@ from torch import nn
 
 from model.config import ModelConfig
 from model.contract import DIRECTION_LOGITS, N_CLASSES, N_HORIZONS, RAW_SIZE, RETURNS, RISK
+from model.window_volatility import N_LOG_VOL, log_volatility
 
 
 class VolatilityBase(nn.Module):
-    """Direction-blind forecast from the last bar's volatility features: pre-activations [B, 28].
+    """Direction-blind forecast from volatility inputs: pre-activations [B, 28].
 
-    Direction logits per horizon are (m + c_LONG, m + c_SHORT, 0): ``m`` (how likely a move
-    beyond the FLAT band is) depends on the inputs, the LONG/SHORT split only on constants.
-    Returns are a constant per horizon; level hits and risk depend on the inputs.
+    Inputs: the ``inputs`` columns of the last bar and, when ``history`` names the (1-bar log
+    return, bar range) columns, the window's log volatility (``model.window_volatility``: the
+    volatility baseline's own inputs, unscaled with the scaler's numbers and standardized on
+    training rows, see ``set_history_scaling``). Direction logits per horizon are
+    (m + c_LONG, m + c_SHORT, 0): ``m`` (how likely a move beyond the FLAT band is) depends on
+    the inputs, the LONG/SHORT split only on constants. Returns are a constant per horizon;
+    level hits and risk depend on the inputs.
     """
 
-    def __init__(self, inputs: tuple[int, ...], hidden: int) -> None:
+    def __init__(self, inputs: tuple[int, ...], hidden: int, history: tuple[int, ...] = ()) -> None:
         super().__init__()
+        n_log = N_LOG_VOL if history else 0
         self.register_buffer("inputs", torch.tensor(list(inputs), dtype=torch.long))
-        self.mlp = nn.Sequential(nn.Linear(len(inputs), hidden), nn.GELU(), nn.Linear(hidden, 16))
+        self.register_buffer("history", torch.tensor(list(history), dtype=torch.long))
+        self.register_buffer("history_center", torch.zeros(len(history)))  # scaler mean of the columns
+        self.register_buffer("history_scale", torch.ones(len(history)))  # scaler scale of the columns
+        self.register_buffer("log_vol_mean", torch.zeros(n_log))
+        self.register_buffer("log_vol_std", torch.ones(n_log))
+        self.mlp = nn.Sequential(nn.Linear(len(inputs) + n_log, hidden), nn.GELU(), nn.Linear(hidden, 16))
         self.ret = nn.Parameter(torch.zeros(N_HORIZONS))
         self.side = nn.Parameter(torch.zeros(N_HORIZONS, 2))  # LONG, SHORT offsets
 
-    def forward(self, last_row: torch.Tensor) -> torch.Tensor:
-        """last_row [B, F] scaled features -> pre-activations [B, 28] in the contract layout."""
-        h = self.mlp(last_row[:, self.inputs])
+    def log_volatility(self, history: torch.Tensor) -> torch.Tensor:
+        """history [B, L, 2] scaled columns -> [B, 4] log volatility (not standardized)."""
+        return log_volatility(history * self.history_scale + self.history_center)
+
+    @torch.no_grad()
+    def set_history_scaling(self, center: torch.Tensor, scale: torch.Tensor, history: torch.Tensor) -> None:
+        """The scaler's mean/scale of the history columns, then the mean/std of the log
+        volatility over ``history`` [N, L, 2] (scaled training windows)."""
+        self.history_center.copy_(center)
+        self.history_scale.copy_(scale)
+        lv = self.log_volatility(history)
+        self.log_vol_mean.copy_(lv.mean(dim=0))
+        self.log_vol_std.copy_(lv.std(dim=0) + 1e-6)
+
+    def forward(self, last_row: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """last_row [B, F] scaled features, history [B, L, len(history)] scaled window columns
+        -> pre-activations [B, 28] in the contract layout."""
+        z = last_row[:, self.inputs]
+        if self.history.numel():
+            z = torch.cat([z, (self.log_volatility(history) - self.log_vol_mean) / self.log_vol_std], dim=-1)
+        h = self.mlp(z)
         move, hits, risk = h[:, :4], h[:, 4:12], h[:, 12:16]
         b = last_row.shape[0]
         direction = torch.cat(
@@ -119,7 +149,7 @@ class UnifiedPatchTST(nn.Module):
         for head in (self.head_returns, self.head_direction, self.head_hits, self.head_risk):
             nn.init.zeros_(head.weight)  # residual heads start at zero: the model starts as its base
             nn.init.zeros_(head.bias)
-        self.base = VolatilityBase(cfg.base_inputs, cfg.base_hidden) if cfg.base_inputs else None
+        self.base = VolatilityBase(cfg.base_inputs, cfg.base_hidden, cfg.base_history) if cfg.base_inputs else None
         self.register_buffer("return_scale", torch.ones(N_HORIZONS))
         self.register_buffer("risk_scale", torch.ones(4))
         # calibration (model.calibration): pre = base + residual_weight * network;
@@ -151,10 +181,11 @@ class UnifiedPatchTST(nn.Module):
         z = self.encode(x)
         return torch.cat([self.head_returns(z), self.head_direction(z), self.head_hits(z), self.head_risk(z)], dim=-1)
 
-    def base_pre(self, last_row: torch.Tensor) -> torch.Tensor:
+    def base_pre(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, L, F] standardized window -> the base's pre-activations [B, 28] (0 without a base)."""
         if self.base is None:
-            return torch.zeros(last_row.shape[0], RAW_SIZE, dtype=last_row.dtype, device=last_row.device)
-        return self.base(last_row)
+            return torch.zeros(x.shape[0], RAW_SIZE, dtype=x.dtype, device=x.device)
+        return self.base(x[:, -1], x[:, :, self.base.history])
 
     def finish(self, pre: torch.Tensor) -> torch.Tensor:
         """Pre-activations [B, 28] -> raw contract values: calibrated logits, returns and risks
@@ -164,9 +195,11 @@ class UnifiedPatchTST(nn.Module):
         risk = nn.functional.softplus(pre[:, RISK]) * self.risk_scale
         return torch.cat([returns, pre[:, DIRECTION_LOGITS.start : RISK.start], risk], dim=-1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, L, F] standardized features -> raw [B, 28] in the contract layout."""
-        pre = self.base_pre(x[:, -1]) + self.residual_weight * self.residual(x)
+    def forward(self, x: torch.Tensor, x_network: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, L, F] standardized features -> raw [B, 28] in the contract layout.
+        ``x_network``: what the network reads instead of x (training augments the network's
+        input only; the fixed base keeps reading clean volatility)."""
+        pre = self.base_pre(x) + self.residual_weight * self.residual(x if x_network is None else x_network)
         return self.finish(pre)
 
     def n_parameters(self) -> int:

@@ -44,6 +44,10 @@ class FeatureScaler:
     def n_features(self) -> int:
         return int(self.mean.shape[0])
 
+    def subset(self, columns: list[int]) -> FeatureScaler:
+        """The scaler of ``columns`` only."""
+        return FeatureScaler(self.mean[columns], self.scale[columns], self.clip)
+
     def transform(self, x: np.ndarray) -> np.ndarray:
         """x [..., F] -> float32 standardized and clipped (NaN stays NaN)."""
         z = (np.asarray(x, dtype=np.float32) - self.mean.astype(np.float32)) / self.scale.astype(np.float32)

@@ -110,7 +110,7 @@ def predict_parts(
     base, res = [], []
     for s in range(0, len(rows), batch_size):
         x = torch.from_numpy(pool.windows(rows[s : s + batch_size])).to(device)
-        base.append(model.base_pre(x[:, -1]).double().cpu().numpy())
+        base.append(model.base_pre(x).double().cpu().numpy())
         res.append(model.residual(x).double().cpu().numpy())
     return np.concatenate(base), np.concatenate(res)
 
@@ -134,10 +134,19 @@ def fit_base(
     model: UnifiedPatchTST, pool: AnchorPool, rows: np.ndarray, t: LabelledTargets, cfg: TrainConfig
 ) -> list[float]:
     """Fit the direction-blind base alone (network residual held at zero) on the last feature
-    row of each training anchor: Adam on batches of 4096, ``cfg.base_steps`` steps."""
+    row (and the log-volatility columns of the window) of each training anchor: Adam on
+    batches of 4096, ``cfg.base_steps`` steps."""
     if model.base is None or cfg.base_steps <= 0:
         return []
     rng = np.random.default_rng(cfg.seed + 1)
+    history_cols = model.base.history.tolist()
+    if history_cols:
+        sample = rows[rng.choice(len(rows), min(50_000, len(rows)), replace=False)]
+        model.base.set_history_scaling(
+            torch.tensor(pool.scaler.mean[history_cols], dtype=torch.float32),
+            torch.tensor(pool.scaler.scale[history_cols], dtype=torch.float32),
+            torch.from_numpy(pool.scaled_windows(sample, history_cols)),
+        )
     opt = torch.optim.Adam(model.base.parameters(), lr=3e-3)
     y_all = target_tensors(t, torch.device("cpu"))
     history = []
@@ -145,7 +154,8 @@ def fit_base(
     for step in range(cfg.base_steps):
         idx = rng.choice(len(rows), min(4096, len(rows)), replace=False)
         last = torch.from_numpy(pool.scaled(rows[idx]))
-        raw = model.finish(model.base_pre(last))
+        history_x = torch.from_numpy(pool.scaled_windows(rows[idx], history_cols))
+        raw = model.finish(model.base(last, history_x))
         loss, _ = multitask_loss(raw, {k: v[idx] for k, v in y_all.items()}, model, cfg.loss_weights)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -216,9 +226,10 @@ def fit_model(
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             rows = train_rows[idx]
-            x = augment(torch.from_numpy(pool.windows(rows)).to(dev), cfg.input_noise, cfg.feature_dropout)
+            x = torch.from_numpy(pool.windows(rows)).to(dev)
             y = target_tensors(yt_all.take(idx), dev)
-            loss, _ = multitask_loss(model(x), y, model, blocks)
+            raw = model(x, augment(x, cfg.input_noise, cfg.feature_dropout))
+            loss, _ = multitask_loss(raw, y, model, blocks)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)

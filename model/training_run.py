@@ -26,6 +26,7 @@ from model.series import Series, build_series, load_period_dir
 from model.stacking import STACK_JSON, OutputStack, fit_stack
 from model.targets import derive_target_spec
 from model.train import FitResult, fit_model
+from model.window_volatility import HISTORY_FEATURES
 
 log = logging.getLogger(__name__)
 SCALER_ROWS = 200_000
@@ -50,8 +51,33 @@ class WorseThanBaselineError(MLSignalsError):
     """The trained model loses to the volatility-only baseline on validation."""
 
 
-def base_input_indices(feature_names: list[str]) -> tuple[int, ...]:
-    return tuple(feature_names.index(n) for n in BASE_FEATURES if n in feature_names)
+# the log-volatility base (``base_log_volatility``): indicators that are ratios, z-scores or
+# time, so they keep their range in any volatility regime; the level comes from the window's
+# log volatility (model.window_volatility)
+BASE_SCALE_FREE_FEATURES = (
+    "volatility.atr_ratio_7_21", "volatility.vol_ratio_10_50", "volatility.range_zscore_50",
+    "volume.vol_zscore_20", "volume.log_vol_ratio_20", "volume.log_vol_ratio_50", "stats.kurt_50",
+    "cross.rv_ratio_btc_20",
+    "time.cyclical.hour_sin", "time.cyclical.hour_cos", "time.cyclical.weekday_sin", "time.cyclical.weekday_cos",
+)
+
+
+def base_input_indices(feature_names: list[str], log_volatility: bool = False) -> tuple[int, ...]:
+    wanted = BASE_SCALE_FREE_FEATURES if log_volatility else BASE_FEATURES
+    return tuple(feature_names.index(n) for n in wanted if n in feature_names)
+
+
+def resolve_base(model_overrides: dict, feature_names: list[str] | None) -> dict:
+    """``model_overrides`` with the volatility base's columns filled in for the full feature
+    layout (a synthetic layout, ``feature_names`` None, gets no base unless given one)."""
+    out = dict(model_overrides)
+    if "base_inputs" in out or feature_names is None:
+        return out
+    log_vol = bool(out.get("base_log_volatility", False))
+    out["base_inputs"] = base_input_indices(feature_names, log_vol)
+    if log_vol:
+        out["base_history"] = tuple(feature_names.index(n) for n in HISTORY_FEATURES)
+    return out
 
 
 def candle_dirs(cfg: TrainConfig, data_dir: Path | None) -> list[Path]:
@@ -142,9 +168,7 @@ def train_bundle(
     width = series[0].features.shape[1]
     # synthetic series (tests) have their own width; their columns are named by position
     names = list(FEATURE_NAMES) if width == len(FEATURE_NAMES) else [f"f{i}" for i in range(width)]
-    model_overrides = dict(cfg.model)
-    if "base_inputs" not in model_overrides and width == len(FEATURE_NAMES):
-        model_overrides["base_inputs"] = base_input_indices(names)
+    model_overrides = resolve_base(cfg.model, names if width == len(FEATURE_NAMES) else None)
     mcfg = ModelConfig(n_features=width, **model_overrides)
     pool = AnchorPool.build(series, mcfg.context_length, cfg.bar_minutes)
     longest = max(cfg.horizons) * cfg.bar_minutes

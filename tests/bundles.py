@@ -16,7 +16,7 @@ from model.config import ModelConfig
 from model.contract import TargetSpec
 from model.patchtst import UnifiedPatchTST
 from model.scaler import FeatureScaler, FeatureStats
-from model.training_run import base_input_indices
+from model.training_run import resolve_base
 
 
 def make_test_bundle(out: Path, candles: dict[str, pd.DataFrame], bar_minutes: int = 1, context: int = 32,
@@ -24,9 +24,18 @@ def make_test_bundle(out: Path, candles: dict[str, pd.DataFrame], bar_minutes: i
     btc = candles["BTCUSDT"].iloc[:3000]
     x = compute_features(btc, None, "BTCUSDT").dropna().to_numpy()
     torch.manual_seed(seed)
+    # the shipped recipe's base: scale-free indicators and the window's log volatility
+    base = resolve_base({"base_log_volatility": True}, list(FEATURE_NAMES))
     cfg = ModelConfig(n_features=len(FEATURE_NAMES), context_length=context, patch_len=8, stride=4,
-                      d_model=16, n_heads=2, n_layers=1, base_inputs=base_input_indices(list(FEATURE_NAMES)))
+                      d_model=16, n_heads=2, n_layers=1, **base)
     model = UnifiedPatchTST(cfg).eval()
+    scaler = FeatureScaler.fit(x)
+    cols = list(cfg.base_history)
+    windows = np.lib.stride_tricks.sliding_window_view(x[:, cols], context, axis=0).transpose(0, 2, 1)  # [N, L, 2]
+    hist = scaler.subset(cols).transform(np.ascontiguousarray(windows))
+    model.base.set_history_scaling(torch.tensor(scaler.mean[cols], dtype=torch.float32),
+                                   torch.tensor(scaler.scale[cols], dtype=torch.float32),
+                                   torch.from_numpy(hist))
     # residual heads start at zero (the network is its base until trained); random weights
     # stand in for training so outputs vary with the window as a trained network's do
     for head in (model.head_returns, model.head_direction, model.head_hits, model.head_risk):
@@ -34,6 +43,6 @@ def make_test_bundle(out: Path, candles: dict[str, pd.DataFrame], bar_minutes: i
         torch.nn.init.normal_(head.bias, std=0.3)
     return save_bundle(
         out, model, TargetSpec(bar_minutes=bar_minutes), FEATURE_NAMES, SPEC_HASH,
-        FeatureScaler.fit(x), FeatureStats.from_matrix(np.asarray(x), FEATURE_NAMES),
+        scaler, FeatureStats.from_matrix(np.asarray(x), FEATURE_NAMES),
         {"note": "untrained test bundle"}, {},
     )

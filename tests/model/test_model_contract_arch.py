@@ -46,12 +46,64 @@ def test_untrained_network_is_its_base() -> None:
     x2[:, -1, 3:] += 1.0  # the last bar outside the base's inputs
     with torch.no_grad():
         torch.testing.assert_close(model(x), model(x2))
-        torch.testing.assert_close(model(x), model.finish(model.base_pre(x[:, -1])))
+        torch.testing.assert_close(model(x), model.finish(model.base_pre(x)))
+        torch.testing.assert_close(model(x), model(x, x2))  # the network's own input: no effect at zero heads
         x3 = x.clone()
         x3[:, -1, 1] += 1.0  # a base input moves the forecast
         assert not torch.allclose(model(x), model(x3))
         _random_heads(model)
         assert not torch.allclose(model(x), model(x2))
+        # the base reads x, the network x2 (training: only the network's input is augmented)
+        torch.testing.assert_close(model(x, x2), model.finish(model.base_pre(x) + model.residual(x2)))
+
+
+def test_log_volatility_base_reads_the_window() -> None:
+    """With ``base_history`` the base reads the whole window of the (log return, range)
+    columns as log volatility - the stack's feature-volatility numbers, computed on unscaled
+    values - and no other column of earlier bars; a regime 10x wilder moves that input by
+    log 10 where the clipped level features would saturate."""
+    from model.feature_volatility import history_inputs
+
+    torch.manual_seed(5)
+    cfg = ModelConfig(**{**_tiny().to_dict(), "base_inputs": [0, 1], "base_history": [2, 3]})
+    model = UnifiedPatchTST(cfg).eval()
+    center, scale = torch.tensor([0.0, 0.006]), torch.tensor([0.004, 0.003])
+    unscaled = torch.zeros(64, 32, 2)
+    unscaled[..., 0] = 0.004 * torch.randn(64, 32)
+    unscaled[..., 1] = 0.006 * torch.rand(64, 32) + 1e-4
+    hist = (unscaled - center) / scale
+    model.base.set_history_scaling(center, scale, hist)
+    torch.testing.assert_close(model.base.log_volatility(hist).double(),
+                               torch.from_numpy(history_inputs(unscaled.double().numpy())), atol=1e-5, rtol=0)
+    lv = (model.base.log_volatility(hist) - model.base.log_vol_mean) / model.base.log_vol_std
+    torch.testing.assert_close(lv.mean(dim=0), torch.zeros(4), atol=1e-5, rtol=0)
+    wild = model.base.log_volatility((unscaled * 10 - center) / scale) - model.base.log_volatility(hist)
+    torch.testing.assert_close(wild[:, :3], torch.full((64, 3), float(np.log(10))), atol=1e-4, rtol=0)
+    x = torch.randn(2, 32, 12)
+    x[:, :, 2:4] = hist[:2]
+    with torch.no_grad():
+        other = x.clone()
+        other[:, :-1, 5] += 1.0  # an earlier bar of a column the base does not read
+        torch.testing.assert_close(model(x), model(other))
+        moved = x.clone()
+        moved[:, :-8, 2] *= 3.0  # earlier returns: the 96- (here 32-) bar volatility moves
+        assert not torch.allclose(model(x), model(moved))
+
+
+def test_resolve_base_fills_the_recipe() -> None:
+    from features.spec import FEATURE_NAMES
+    from model.training_run import BASE_FEATURES, BASE_SCALE_FREE_FEATURES, resolve_base
+    from model.window_volatility import HISTORY_FEATURES
+
+    names = list(FEATURE_NAMES)
+    levels = resolve_base({}, names)
+    assert [names[i] for i in levels["base_inputs"]] == list(BASE_FEATURES) and "base_history" not in levels
+    logs = resolve_base({"base_log_volatility": True}, names)
+    assert [names[i] for i in logs["base_inputs"]] == list(BASE_SCALE_FREE_FEATURES)
+    assert [names[i] for i in logs["base_history"]] == list(HISTORY_FEATURES)
+    assert resolve_base({"base_log_volatility": True}, None) == {"base_log_volatility": True}
+    with pytest.raises(ConfigError, match="base_history"):
+        ModelConfig(**{**_tiny().to_dict(), "base_inputs": [0], "base_history": [2]})
 
 
 def test_forward_shape_and_contract() -> None:

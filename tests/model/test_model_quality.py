@@ -161,6 +161,36 @@ def test_train_refuses_a_model_worse_than_the_volatility_baseline(btc_1m: pd.Dat
     assert (path / "manifest.json").exists() and metrics["worse_than_volatility"]
 
 
+@pytest.mark.slow
+def test_log_volatility_base_learns_from_the_window(btc_1m: pd.DataFrame, tmp_path: Path) -> None:
+    """A base whose last-bar input is noise, with and without the window's log volatility of
+    real candles (``base_history`` = the log-return and range columns): the window makes its
+    level-hit forecast better on validation at every horizon, and the bundle carries the
+    standardization it was fitted with."""
+    frame = btc_1m.iloc[:12000]
+    grid = minute_grid(frame)
+    close = grid["close"].to_numpy()
+    feats = np.stack([np.log(close / np.roll(close, 1)),
+                      ((grid["high"] - grid["low"]) / grid["open"]).to_numpy(),
+                      np.random.default_rng(2).normal(size=len(grid))], axis=1).astype(np.float32)
+    feats[0, 0] = 0.0
+    s = Series("BTCUSDT", "p", grid.index, feats, raw_targets_all_anchors(frame, 5, (1, 2, 3, 4)),
+               volatility_columns(grid, 5))
+    base_loss = {}
+    for name, extra in (("noise", {}), ("window", {"base_history": [0, 1]})):
+        cfg = TrainConfig(bar_minutes=5, horizons=(1, 2, 3, 4), samples_per_epoch=256, val_samples=300, epochs=1,
+                          batch_size=64, eval_every_steps=4, base_steps=150, baseline_samples=2000,
+                          calibration_samples=2000, model={"context_length": 32, "patch_len": 8, "stride": 4,
+                                                           "d_model": 8, "n_heads": 2, "n_layers": 1,
+                                                           "base_inputs": [2], **extra})
+        _, fit, metrics = train_bundle(tmp_path / name, cfg, series=[s], progress=False, allow_worse=True)
+        base_loss[name] = [metrics["calibration"][f"long_hit_h{i}"]["base"] for i in range(4)]
+    assert all(w < n - 0.005 for w, n in zip(base_loss["window"], base_loss["noise"], strict=True)), base_loss
+    # standardized on training windows: 1-minute log volatility of BTC is about e^-7
+    base = fit.model.base
+    assert -9.0 < float(base.log_vol_mean[1]) < -5.0 and (base.log_vol_std > 0.05).all()
+
+
 def test_kept_alignments_give_the_same_windows_and_targets(btc_1m: pd.DataFrame) -> None:
     from model.series import split_alignments
 
