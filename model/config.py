@@ -103,8 +103,9 @@ class TrainConfig(_StrictConfig):
     part of the *latest* period is validation (walk-forward: validation is after training);
     embargo_minutes: gap between the last training target and the first validation anchor
     (0 = the longest horizon). Flat bands / levels are quantiles of the training split.
-    The defaults are the recipe of the shipped bundle (models/default/train_config.yaml), whose
-    network is smaller than the ModelConfig reference (see models/default/README.md).
+    The shipped bundle's recipe is ``configs/train/default.yaml`` (copied to
+    models/default/train_config.yaml; its network is smaller than the ModelConfig reference);
+    the defaults here are a small two-period run.
     """
 
     train_dirs: tuple[str, ...] = (
