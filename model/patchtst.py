@@ -64,8 +64,11 @@ class VolatilityBase(nn.Module):
         self.side = nn.Parameter(torch.zeros(N_HORIZONS, 2))  # LONG, SHORT offsets
 
     def log_volatility(self, history: torch.Tensor) -> torch.Tensor:
-        """history [B, L, 2] scaled columns -> [B, 4] log volatility (not standardized)."""
-        return log_volatility(history * self.history_scale + self.history_center)
+        """history [B, L, 2] scaled columns -> [B, 4] log volatility (not standardized). In
+        float64: a float32 mean over the window rounds differently with the batch's size, and
+        serving must give a symbol the same forecast in a tick of many symbols and alone."""
+        h = history.double() * self.history_scale.double() + self.history_center.double()
+        return log_volatility(h).to(history.dtype)
 
     @torch.no_grad()
     def set_history_scaling(self, center: torch.Tensor, scale: torch.Tensor, history: torch.Tensor) -> None:

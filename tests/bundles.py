@@ -36,6 +36,9 @@ def make_test_bundle(out: Path, candles: dict[str, pd.DataFrame], bar_minutes: i
     model.base.set_history_scaling(torch.tensor(scaler.mean[cols], dtype=torch.float32),
                                    torch.tensor(scaler.scale[cols], dtype=torch.float32),
                                    torch.from_numpy(hist))
+    # those are 1-minute windows; a bundle of longer bars reads bar returns and ranges about
+    # sqrt(bar_minutes) larger, which would put every window far off the standardization
+    model.base.log_vol_mean += 0.5 * float(np.log(bar_minutes))
     # residual heads start at zero (the network is its base until trained); random weights
     # stand in for training so outputs vary with the window as a trained network's do
     for head in (model.head_returns, model.head_direction, model.head_hits, model.head_risk):

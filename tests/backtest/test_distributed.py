@@ -59,8 +59,11 @@ def same(a, b, path: str = "") -> None:
 
 @pytest.fixture(scope="module")
 def bundle15(shipped_candles, tmp_path_factory) -> Path:
-    """15-minute bars, context 16: a chunk's warm-up (225 grid rows) is longer than its minutes."""
-    return make_test_bundle(tmp_path_factory.mktemp("d") / "b15", shipped_candles, bar_minutes=15, context=16)
+    """15-minute bars, context 16: a chunk's warm-up (225 grid rows) is longer than its minutes.
+    Seed 1: random heads that trade on these minutes (seed 0's are NEUTRAL throughout), so the
+    comparison of trades below is not vacuous."""
+    return make_test_bundle(tmp_path_factory.mktemp("d") / "b15", shipped_candles, bar_minutes=15, context=16,
+                            seed=1)
 
 
 @pytest.fixture(scope="module")
