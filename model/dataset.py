@@ -63,30 +63,34 @@ class AnchorPool:
         """Windows are scaled with ``scaler`` from now on (the unscaled rows stay for baselines)."""
         self.scaler = scaler
 
-    def scaled(self, positions: np.ndarray) -> np.ndarray:
-        x = self.unscaled[positions]
+    def _model_input(self, x: np.ndarray, columns: list[int] | None = None) -> np.ndarray:
+        """Unscaled values (all features, or ``columns``) -> what the model reads: scaled,
+        missing values as 0, float32."""
         if self.scaler is not None:
-            x = self.scaler.transform(x)
+            x = (self.scaler if columns is None else self.scaler.subset(columns)).transform(x)
         return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
+
+    def scaled(self, positions: np.ndarray) -> np.ndarray:
+        return self._model_input(self.unscaled[positions])
+
+    def _window_positions(self, rows: np.ndarray) -> np.ndarray:
+        """rows [B] -> [B, C] global positions of each row's window (oldest bar first)."""
+        offs = self.steps[rows][:, None] * np.arange(self.context - 1, -1, -1)[None, :]
+        return rows[:, None] - offs
 
     def windows(self, rows: np.ndarray) -> np.ndarray:
         """rows [B] global positions -> [B, C, F] float32 scaled (oldest bar first)."""
-        offs = self.steps[rows][:, None] * np.arange(self.context - 1, -1, -1)[None, :]
-        return self.scaled(rows[:, None] - offs)
+        return self.scaled(self._window_positions(rows))
 
     def unscaled_windows(self, rows: np.ndarray, columns: list[int]) -> np.ndarray:
         """rows [B] -> [B, C, k] unscaled values of ``columns`` over each row's window."""
-        offs = self.steps[rows][:, None] * np.arange(self.context - 1, -1, -1)[None, :]
-        pos = (rows[:, None] - offs)[:, :, None]
+        pos = self._window_positions(rows)[:, :, None]
         return self.unscaled[pos, np.asarray(columns, dtype=np.int64)[None, None, :]]
 
     def scaled_windows(self, rows: np.ndarray, columns: list[int]) -> np.ndarray:
         """rows [B] -> [B, C, k] scaled values of ``columns`` over each row's window (what
         ``windows(rows)[:, :, columns]`` holds, without gathering every feature)."""
-        x = self.unscaled_windows(rows, columns)
-        if self.scaler is not None:
-            x = self.scaler.subset(columns).transform(x)
-        return np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
+        return self._model_input(self.unscaled_windows(rows, columns), columns)
 
     def labels(self, rows: np.ndarray, spec: TargetSpec) -> LabelledTargets:
         return label_targets(self.raw.iloc[rows], spec)
