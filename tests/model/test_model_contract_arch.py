@@ -53,8 +53,10 @@ def test_untrained_network_is_its_base() -> None:
         assert not torch.allclose(model(x), model(x3))
         _random_heads(model)
         assert not torch.allclose(model(x), model(x2))
-        # the base reads x, the network x2 (training: only the network's input is augmented)
-        torch.testing.assert_close(model(x, x2), model.finish(model.base_pre(x) + model.residual(x2)))
+        # the base reads x, the network x3 (training: only the network's input is augmented);
+        # x3 differs in a base input, so a base reading the network's input would differ
+        torch.testing.assert_close(model(x, x3), model.finish(model.base_pre(x) + model.residual(x3)))
+        assert not torch.allclose(model(x, x3), model(x3))
 
 
 def test_log_volatility_base_reads_the_window() -> None:
