@@ -26,7 +26,8 @@ _SIDE = {Direction.LONG: 1, Direction.SHORT: -1, Direction.NEUTRAL: 0}
 
 @dataclass
 class Market:
-    """Candles of all symbols on one common minute grid (``times`` [T], UTC open times).
+    """Candles of all symbols on one common grid (``times`` [T], UTC open times, ``step`` apart:
+    1 minute for the service's own candles, the bar size for a 15-minute validation span).
 
     open/high/low/close: [S, T] float64, NaN where a symbol has no candle; ``symbols`` [S].
     """
@@ -37,26 +38,42 @@ class Market:
     high: np.ndarray
     low: np.ndarray
     close: np.ndarray
+    step: pd.Timedelta = ONE_MIN
 
     @classmethod
     def from_frames(cls, frames: dict[str, pd.DataFrame]) -> Market:
+        from features.calculator import infer_bar_minutes  # indicator libraries load slowly: lazily
+
         symbols = sorted(frames)
+        step = pd.Timedelta(minutes=infer_bar_minutes(frames[symbols[0]].index))
         start = min(f.index[0] for f in frames.values())
         stop = max(f.index[-1] for f in frames.values())
-        times = pd.date_range(start, stop, freq="1min")
+        times = pd.date_range(start, stop, freq=step)
         cols = {k: np.stack([frames[s][k].reindex(times).to_numpy(np.float64) for s in symbols])
                 for k in ("open", "high", "low", "close")}
-        return cls(symbols, times, **cols)
+        return cls(symbols, times, **cols, step=step)
+
+    @property
+    def step_minutes(self) -> int:
+        return int(self.step // ONE_MIN)
 
     def pos(self, t: pd.Timestamp) -> int:
-        """Grid position of minute ``t`` (must be on the grid)."""
-        return int((pd.Timestamp(t) - self.times[0]) // ONE_MIN)
+        """Grid position of the candle holding minute ``t``."""
+        return int((pd.Timestamp(t) - self.times[0]) // self.step)
+
+    def last_minute(self, p: int) -> pd.Timestamp:
+        """Open time of the last 1-minute candle in grid candle ``p`` (a signal's ``bar_time``)."""
+        return self.times[p] + self.step - ONE_MIN
+
+    def decided_at(self, p: int) -> pd.Timestamp:
+        """When a decision on grid candle ``p`` is made: once that candle has closed."""
+        return self.times[p] + self.step
 
     def slice(self, lo: int, hi: int) -> Market:
         """Grid positions ``lo`` .. ``hi`` (inclusive) as a Market of their own (position p here is
         ``lo + p`` in this one)."""
         return Market(self.symbols, self.times[lo : hi + 1], self.open[:, lo : hi + 1], self.high[:, lo : hi + 1],
-                      self.low[:, lo : hi + 1], self.close[:, lo : hi + 1])
+                      self.low[:, lo : hi + 1], self.close[:, lo : hi + 1], self.step)
 
 
 @dataclass
@@ -111,7 +128,7 @@ def decisions_from_signals(signals: list[Signal], market: Market) -> Decisions:
             np.nan if s.entry is None else s.entry,
             np.nan if s.stop_loss is None else s.stop_loss,
             np.nan if s.take_profit is None else s.take_profit,
-            market.pos(pd.Timestamp(s.expires_at) - ONE_MIN), s.confidence,
+            market.pos(pd.Timestamp(s.expires_at) - market.step), s.confidence,
         ))
     if not rows:
         return Decisions.empty()
@@ -125,8 +142,9 @@ class PrecomputedFeatures:
     ``mlsignals.pipeline.FeatureStage`` (so ``SignalPipeline`` can run on it), windows sliced.
 
     features: symbol -> [T, F] float32 rows on ``market``'s grid (row t = the live calculator's
-    last row at minute t); a window at t is rows t - bar_minutes*(context-1) .. t step bar_minutes.
-    ``required_minutes``: the live stage's history requirement; earlier minutes are refused with
+    last row once grid candle t has closed); a window at t is the rows one model bar apart ending
+    at t (``bar_minutes`` rows on a 1-minute grid, consecutive rows on a bar grid).
+    ``required_minutes``: the live stage's history requirement; earlier candles are refused with
     the same kind of reason, so both paths decide the same minutes. ``first``: symbol -> first grid
     position with that history, when ``market`` is a slice whose own candles cannot tell (the
     distributed backtest); by default counted on ``market``.
@@ -137,12 +155,15 @@ class PrecomputedFeatures:
         self.market, self.features = market, features
         self.bar_minutes, self.context, self.required_minutes = bar_minutes, context, required_minutes
         self._atr_col = calculator_feature_index(ATR_FEATURE)
-        self._offsets = bar_minutes * np.arange(context - 1, -1, -1)
-        # first grid position with required_minutes candles of history, per symbol
+        if bar_minutes % market.step_minutes:
+            raise ValueError(f"{market.step_minutes}-minute candles do not divide {bar_minutes}-minute bars")
+        self._offsets = bar_minutes // market.step_minutes * np.arange(context - 1, -1, -1)
+        # first grid position with required_minutes of history, per symbol
         self._first = dict(first) if first is not None else {}
+        need = -(-required_minutes // market.step_minutes)
         for i, s in enumerate(market.symbols if first is None else ()):
             have = np.cumsum(np.isfinite(market.close[i]))
-            ok = np.flatnonzero(have >= required_minutes)
+            ok = np.flatnonzero(have >= need)
             self._first[s] = int(ok[0]) if ok.size else len(market.times)
 
     @property
@@ -164,7 +185,7 @@ class PrecomputedFeatures:
         if not np.isfinite(close):
             res.error = f"{symbol}: no candle at {m.times[p].isoformat()}"
             return res
-        res.entry, res.bar_time = float(close), m.times[p]
+        res.entry, res.bar_time = float(close), m.last_minute(p)
         if p < self._first[symbol]:
             res.error = f"{symbol}: needs {self.required_minutes} candles before {m.times[p].isoformat()}"
             return res
@@ -213,7 +234,7 @@ def replay(
             outputs, errors = engine.predict(np.stack([results[k][1].window for k in ready]), keys)
         signals = []
         for k, (p, fr) in enumerate(results):
-            now = market.times[p] + ONE_MIN  # the decision is made once candle p has closed
+            now = market.decided_at(p)
             sig = sink.handle(fr, outputs.get(str(k)), meta, errors.get(str(k)), None, now, publish=False)
             signals.append(sig)
         parts.append(decisions_from_signals(signals, market))

@@ -17,7 +17,7 @@ from features.calculator import find_btc
 from features.candle_files import common_minutes, load_candle_files, require_btc
 from features.candles import GapPolicy, fill_gaps
 from mlsignals.backtest import baselines as bl
-from mlsignals.backtest.decisions import Decisions, Market, PrecomputedFeatures, replay
+from mlsignals.backtest.decisions import ONE_MIN, Decisions, Market, PrecomputedFeatures, replay
 from mlsignals.backtest.lookahead import LookaheadReport, check_decisions, sample_positions
 from mlsignals.backtest.metrics import calibration, summarize
 from mlsignals.backtest.simulate import SimResult, simulate
@@ -59,10 +59,14 @@ class BacktestResult:
     meta: dict = field(default_factory=dict)
 
 
-def prepare_frames(frames: dict[str, pd.DataFrame], policy: GapPolicy) -> dict[str, pd.DataFrame]:
-    """Cut to the common minutes and fill short gaps once (what the live stage does per window)."""
+def prepare_frames(frames: dict[str, pd.DataFrame], policy: GapPolicy, common: bool = True) -> dict[str, pd.DataFrame]:
+    """Cut to the common minutes (unless ``common`` is False: each symbol keeps its own stretch) and
+    fill short gaps once (what the live stage does per window), counted in the candles' timeframe."""
+    from features.calculator import infer_bar_minutes
+
     require_btc(frames)
-    return {s: fill_gaps(f, policy)[0] for s, f in common_minutes(frames).items()}
+    frames = common_minutes(frames) if common else frames
+    return {s: fill_gaps(f, policy, infer_bar_minutes(f.index))[0] for s, f in frames.items()}
 
 
 def _features(frames: dict[str, pd.DataFrame], market: Market, bar_minutes: int) -> dict[str, np.ndarray]:
@@ -116,6 +120,10 @@ def run_backtest(frames: dict[str, pd.DataFrame], cfg: BacktestConfig, executor=
     live = in_process_pipeline(settings, FrameSource(frames), cfg.model_dir)
     engine, sink = live.engine, live.sink
     market = Market.from_frames(frames)
+    if market.step != ONE_MIN:
+        # per-minute Sharpe, the look-ahead check and the baselines' exits are defined on minutes
+        raise MLSignalsError(f"backtest needs 1-minute candles, got {market.step_minutes}-minute ones "
+                             "(15-minute spans serve `mlsignals policy` and `evaluate`)")
     bm, ctx = engine.bar_minutes, engine.context_length
     feats = _features(frames, market, bm) if executor is None else executor.features(frames, market, bm)
     t_feat = time.perf_counter()

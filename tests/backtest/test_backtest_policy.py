@@ -18,6 +18,8 @@ from signals.costs import CostModel
 from signals.policy import TradingPolicy
 
 SYMS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
+LENIENT = (("min_confidence", 0.0), ("min_agreement", 0.0), ("min_quality", 0.0), ("max_entropy", 1.0),
+           ("require_return_agreement", False), ("ood_max_fraction", 1.0))
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +38,16 @@ def test_policy_is_chosen_by_simulated_trades_and_respects_costs(bundle, frames)
         if a["trades"] and b["trades"] == a["trades"]:
             assert b["mean_net"] < a["mean_net"] - 0.05
     assert not costly.any_enabled  # nothing survives 3 % per round trip
-    for h, c in zip(free.horizons, range(4), strict=True):
-        best = max((x for x in cand_free[c * 6 : c * 6 + 6] if x["trades"] >= 30), key=lambda x: x["mean_net"],
-                   default=None)
-        assert h.enabled == (best is not None and best["mean_net"] > 0)
+    walks = free.validation["walk_forward"]
+    for h, c, walk in zip(free.horizons, range(4), walks, strict=True):
+        cands = [x for x in cand_free[c * 6 : c * 6 + 6] if x["trades"] >= 30 and x["t"] is not None]
+        best = max(cands, key=lambda x: x["t"], default=None)  # by t over the whole period
+        out_of_sample = walk["trades"] >= 30 and (walk["mean_net"] or 0) > 0
+        assert h.enabled == (best is not None and best["mean_net"] > 0 and out_of_sample)
+        assert (h.val_trades, h.val_mean_net, h.val_t) == (walk["trades"], walk["mean_net"], walk["t"])
         if h.enabled:
-            assert h.min_margin == best["min_margin"] and h.val_trades == best["trades"]
+            assert h.min_margin == best["min_margin"]
+    assert any(w["trades"] for w in walks)  # the walk-forward traded: the checks above are not vacuous
     combined = evaluate_policy([vo], engine, free, CostModel(0, 0))
     assert (combined["trades"] > 0) == free.any_enabled
 
@@ -64,3 +70,51 @@ def test_policy_cli_signs_the_policy_into_the_bundle(bundle, frames, tmp_path: P
     assert loaded.policy == stored and loaded.model_version != before
     assert np.isfinite([c["min_margin"] for c in stored["validation"]["candidates"]]).all()
     assert all((h.val_t or 0) >= 1.5 and (h.val_mean_net or 0) > 0 for h in policy.horizons if h.enabled)
+
+
+# ----------------------------------------------------------------------------- 15-minute spans
+def _whole_bars(f: pd.DataFrame) -> pd.DataFrame:
+    """Real 1-minute candles aggregated into the 15-minute bars a 15-minute file holds."""
+    agg = f.resample("15min").agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})
+    return agg[f["close"].resample("15min").count() == 15]
+
+
+@pytest.mark.slow
+def test_a_15_minute_span_decides_what_the_service_decides_at_bar_closes(bundle15, shipped_candles) -> None:
+    from mlsignals.backtest.decisions import Market, PrecomputedFeatures
+    from mlsignals.backtest.policy import _decide, _single
+    from mlsignals.backtest.runner import _features
+    from model.bundle import load_bundle
+    from signals.config import SignalConfig
+    from signals.processor import MLSignalProcessor
+
+    minutes = {s: shipped_candles[s].iloc[:11000] for s in SYMS}
+    bars = {s: _whole_bars(f) for s, f in minutes.items()}
+    vo, engine = validation_outputs(bars, bundle15, every=1, progress=False)
+    m15 = vo.market
+    assert m15.step == pd.Timedelta(minutes=15) and len(vo.pos) > 3 * 100
+    # the service at the minute each bar closes: same entry, bar time, ATR and feature window
+    m1 = Market.from_frames(minutes)
+    ctx, required = engine.context_length, 8580
+    s1 = PrecomputedFeatures(m1, _features(minutes, m1, 15), 15, ctx, required)
+    s15 = PrecomputedFeatures(m15, _features(bars, m15, 15), 15, ctx, required)
+    checked = 0
+    for p in np.unique(vo.pos)[::7]:
+        for s in SYMS:
+            a, b = s15.result(s, int(p)), s1.result(s, m1.pos(m15.last_minute(int(p))))
+            assert (a.window is None) == (b.window is None) and a.entry == b.entry and a.bar_time == b.bar_time
+            if a.window is not None:
+                np.testing.assert_allclose(a.window, b.window, rtol=2e-5, atol=2e-5)
+                assert a.atr == pytest.approx(b.atr, rel=1e-5)
+                checked += 1
+    assert checked > 30
+    # a trade decided on bar p may use bars p+1 .. p + horizon/15 (the one closing at expiry)
+    spec = load_bundle(bundle15).target_spec
+    for k in range(4):
+        pol = TradingPolicy(horizons=_single(k, 0.0), fee_bps=0, slippage_bps=0)
+        config = SignalConfig.preset("validated", **dict(LENIENT))
+        d = _decide(vo, np.arange(len(vo.pos)), MLSignalProcessor(config, spec, pol), engine)
+        traded = d.side != 0
+        assert traded.any()
+        assert (d.expiry_pos[traded] - d.pos[traded] == spec.horizon_minutes(k) // 15).all()
+

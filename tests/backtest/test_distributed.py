@@ -24,7 +24,6 @@ from mlsignals.distributed import (
     with_warmup,
 )
 from signals.costs import CostModel
-from tests.bundles import make_test_bundle
 
 LENIENT = (("min_confidence", 0.0), ("min_agreement", 0.0), ("min_quality", 0.0), ("max_entropy", 1.0),
            ("require_return_agreement", False), ("ood_max_fraction", 1.0))
@@ -55,15 +54,6 @@ def same(a, b, path: str = "") -> None:
         assert math.isnan(b), path
     else:
         assert a == b, f"{path}: {a!r} != {b!r}"
-
-
-@pytest.fixture(scope="module")
-def bundle15(shipped_candles, tmp_path_factory) -> Path:
-    """15-minute bars, context 16: a chunk's warm-up (225 grid rows) is longer than its minutes.
-    Seed 1: random heads that trade on these minutes (seed 0's are NEUTRAL throughout), so the
-    comparison of trades below is not vacuous."""
-    return make_test_bundle(tmp_path_factory.mktemp("d") / "b15", shipped_candles, bar_minutes=15, context=16,
-                            seed=1)
 
 
 @pytest.fixture(scope="module")
