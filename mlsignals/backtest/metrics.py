@@ -3,7 +3,10 @@
 Sharpe and Sortino use simple per-minute returns of the equity curve, annualised with
 sqrt(525,600) (crypto trades every minute of the year: 365 * 24 * 60), and a zero risk-free rate.
 Sortino's downside deviation is sqrt(mean(min(r, 0)^2)) over all minutes. The t-statistic tests
-the mean net trade return against zero: mean / (std / sqrt(n)).
+the mean net trade return against zero: mean / (std / sqrt(n)). ``t_days`` is the same test with a
+standard error clustered by UTC day of the decision: trades of different symbols on one day share
+one market (crypto moves together), so they are not independent draws, and the plain t overstates
+the evidence (Liang-Zeger cluster-robust error, small-sample factor G/(G-1)).
 """
 
 from __future__ import annotations
@@ -13,10 +16,26 @@ import math
 import numpy as np
 
 MINUTES_PER_YEAR = 365 * 24 * 60
+NS_PER_DAY = 86_400 * 10**9
 
 
-def trade_stats(ret: np.ndarray) -> dict[str, float | int | None]:
-    """ret [N] net trade returns (fractions)."""
+def day_clustered_t(ret: np.ndarray, time_ns: np.ndarray) -> float | None:
+    """Mean / cluster-robust standard error, clusters = UTC days; None with < 2 days or no spread."""
+    ret = np.asarray(ret, dtype=np.float64)
+    if ret.size < 2:
+        return None
+    _, day = np.unique(np.asarray(time_ns) // NS_PER_DAY, return_inverse=True)
+    g = int(day.max()) + 1
+    if g < 2:
+        return None
+    m = float(ret.mean())
+    score = np.bincount(day, weights=ret - m, minlength=g)
+    var = g / (g - 1) * float((score**2).sum()) / ret.size**2
+    return m / np.sqrt(var) if var > 0 else None
+
+
+def trade_stats(ret: np.ndarray, time_ns: np.ndarray | None = None) -> dict[str, float | int | None]:
+    """ret [N] net trade returns (fractions); time_ns [N] decision times (for ``t_days``)."""
     ret = np.asarray(ret, dtype=np.float64)
     n = int(ret.size)
     wins, losses = ret[ret > 0], ret[ret <= 0]
@@ -30,6 +49,7 @@ def trade_stats(ret: np.ndarray) -> dict[str, float | int | None]:
         "mean_trade": float(ret.mean()) if n else None,
         "profit_factor": (float(wins.sum() / loss_sum) if loss_sum > 0 else (math.inf if wins.size else None)),
         "t_stat": float(ret.mean() / (std / math.sqrt(n))) if n > 1 and std > 0 else None,
+        "t_days": day_clustered_t(ret, time_ns) if time_ns is not None else None,
     }
 
 
@@ -54,14 +74,16 @@ def drawdown(equity: np.ndarray) -> np.ndarray:
     return eq / np.maximum.accumulate(eq) - 1.0
 
 
-def summarize(sim, symbols: list[str]) -> dict:
-    """{"total": {...}, "per_symbol": {sym: {...}}} from a SimResult."""
+def summarize(sim, market) -> dict:
+    """{"total": {...}, "per_symbol": {sym: {...}}} from a SimResult on ``market``."""
     ret = sim.trades.array("ret")
     sym = sim.trades.array("sym")
-    total = {**trade_stats(ret), **equity_stats(sim.portfolio, sim.in_position)}
+    when = market.times[sim.trades.array("decision_pos").astype(np.int64)].as_unit("ns").asi8
+    total = {**trade_stats(ret, when), **equity_stats(sim.portfolio, sim.in_position)}
     per = {}
-    for i, s in enumerate(symbols):
-        per[s] = {**trade_stats(ret[sym == i] if ret.size else ret),
+    for i, s in enumerate(market.symbols):
+        mine = sym == i if ret.size else np.zeros(0, dtype=bool)
+        per[s] = {**trade_stats(ret[mine], when[mine]),
                   **equity_stats(sim.equity[i], sim.in_position[i])}
     return {"total": total, "per_symbol": per}
 

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from common.jsonsafe import json_safe  # noqa: E402
 from mlsignals.backtest.metrics import drawdown  # noqa: E402
 
-COLUMNS = ("trades", "hit_rate", "avg_win", "avg_loss", "profit_factor", "mean_trade", "t_stat", "net_return",
+COLUMNS = ("trades", "hit_rate", "avg_win", "avg_loss", "profit_factor", "mean_trade", "t_stat", "t_days", "net_return",
            "max_drawdown", "sharpe", "sortino", "exposure")
 _PCT = {"hit_rate", "avg_win", "avg_loss", "mean_trade", "net_return", "max_drawdown", "exposure"}
 
@@ -43,9 +43,11 @@ def table(rows: dict[str, dict]) -> str:
 
 def verdict(summary: dict) -> str:
     """A plain statement: does the model add value after costs (net return > 0, beats the flat
-    and momentum baselines, and a mean-trade t-statistic of at least 2)?"""
+    and momentum baselines, and a mean-trade t-statistic of at least 2 - the day-clustered one,
+    the plain t overstates the evidence of trades that share a market day)?"""
     m = summary["model"]["total"]
-    n, t, net = m["trades"], m["t_stat"], m["net_return"]
+    n, net = m["trades"], m["net_return"]
+    t = m["t_days"] if m.get("t_days") is not None else m["t_stat"]
     if n == 0:
         return "The model issued no trade in this period: it adds no value (and loses nothing) here."
     others = {k: v["total"]["net_return"] for k, v in summary.items() if k not in ("model",)}
@@ -58,7 +60,7 @@ def verdict(summary: dict) -> str:
     else:
         word = "does NOT add value after costs"
     return (f"The model {word}: {n} trades, mean net trade {100 * (m['mean_trade'] or 0):.3f}% "
-            f"(t = {t if t is None else round(t, 2)}), net return {100 * net:.2f}%; it beats "
+            f"(day-clustered t = {t if t is None else round(t, 2)}), net return {100 * net:.2f}%; it beats "
             f"{', '.join(beaten) or 'no baseline'} on net return.")
 
 

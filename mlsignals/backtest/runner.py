@@ -141,7 +141,7 @@ def run_backtest(frames: dict[str, pd.DataFrame], cfg: BacktestConfig, executor=
         sims.update(_baselines(cfg, market, feats, positions, sink.config, engine, meta_baselines))
     look = check_decisions(frames, market, decisions, live.features, engine, sink,
                            sample_positions(decisions, cfg.lookahead_samples))
-    summary = {name: summarize(sim, market.symbols) for name, sim in sims.items()}
+    summary = {name: summarize(sim, market) for name, sim in sims.items()}
     tr = sims["model"].trades
     meta = {
         "model_version": engine.model_version, "strategy": cfg.strategy,

@@ -8,9 +8,8 @@ then: decided at least ``purge`` before the block starts) is traded in that bloc
 collected are out of sample for the choice, so their mean and t-statistic measure the selection
 procedure itself, not its luckiest candidate.
 
-Why clustered by day: trades of different symbols on the same day share one market (crypto moves
-together), so they are not independent draws; the t-statistic uses a cluster-robust standard
-error with one cluster per UTC day of the decision (Liang-Zeger, small-sample factor G/(G-1)).
+The t-statistics are clustered by day (``metrics.day_clustered_t``): trades of different symbols
+on the same day share one market, so they are not independent draws.
 """
 
 from __future__ import annotations
@@ -20,9 +19,9 @@ from statistics import NormalDist
 
 import numpy as np
 
+from mlsignals.backtest.metrics import NS_PER_DAY, day_clustered_t
 from model.contract import N_HORIZONS
 
-NS_PER_DAY = 86_400 * 10**9
 N_BLOCKS = 6  # calendar blocks: 5 traded out of sample
 MIN_T = round(NormalDist().inv_cdf(1 - 0.05 / N_HORIZONS), 2)  # 2.24: one-sided 5 %, Bonferroni over horizons
 
@@ -36,21 +35,6 @@ class CandidateTrades:
 
     def where(self, mask: np.ndarray) -> CandidateTrades:
         return CandidateTrades(self.ret[mask], self.time[mask])
-
-
-def day_clustered_t(ret: np.ndarray, time_ns: np.ndarray) -> float | None:
-    """Mean / cluster-robust standard error, clusters = UTC days; None with < 2 days or no spread."""
-    ret = np.asarray(ret, dtype=np.float64)
-    if ret.size < 2:
-        return None
-    _, day = np.unique(np.asarray(time_ns) // NS_PER_DAY, return_inverse=True)
-    g = int(day.max()) + 1
-    if g < 2:
-        return None
-    m = float(ret.mean())
-    score = np.bincount(day, weights=ret - m, minlength=g)
-    var = g / (g - 1) * float((score**2).sum()) / ret.size**2
-    return m / np.sqrt(var) if var > 0 else None
 
 
 def trade_summary(trades: CandidateTrades) -> dict:

@@ -5,14 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlsignals.backtest.walk_forward import (
-    NS_PER_DAY,
-    CandidateTrades,
-    best_candidate,
-    block_edges,
-    day_clustered_t,
-    walk_forward,
-)
+from mlsignals.backtest.metrics import NS_PER_DAY, day_clustered_t
+from mlsignals.backtest.walk_forward import CandidateTrades, best_candidate, block_edges, walk_forward
 
 HOUR = 3_600 * 10**9
 
