@@ -1,9 +1,10 @@
 """The trading policy a model was validated with (``policy.json`` in its bundle).
 
 ``mlsignals policy`` (``mlsignals.backtest.policy``) chooses it on validation candles with the
-backtest engine and the real signal processor: per horizon, the smallest LONG-minus-SHORT
-probability margin at which the processor's trades were net-positive after fees and slippage,
-or the horizon is disabled. The ``validated`` strategy of ``MLSignalProcessor`` trades only
+backtest engine and the real signal processor: per horizon, a LONG-minus-SHORT probability
+margin, enabled only where choosing the margin walk-forward over calendar blocks made money
+after fees and slippage out of sample with a significant (day-clustered) t; otherwise the
+horizon is disabled. The ``validated`` strategy of ``MLSignalProcessor`` trades only
 enabled horizons above their margin; everything else is NEUTRAL with the reason, so a model
 without a validated edge publishes no LONG/SHORT at all.
 """
@@ -27,8 +28,9 @@ class HorizonPolicy(BaseModel):
     enabled: bool
     min_margin: float | None = Field(None, ge=0.0, le=1.0, description="|P(LONG) - P(SHORT)| needed to trade")
     val_trades: int = Field(0, ge=0)
-    val_mean_net: float | None = Field(None, description="mean net return per trade on validation (fraction)")
-    val_t: float | None = Field(None, description="t-statistic of the validation trades' net returns")
+    val_mean_net: float | None = Field(None, description="mean net return per trade on validation, walk-forward "
+                                                          "(out of sample for the margin's choice; fraction)")
+    val_t: float | None = Field(None, description="day-clustered t-statistic of those trades' net returns")
     why: str = ""
 
 

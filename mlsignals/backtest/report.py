@@ -93,6 +93,8 @@ def plots(result, out: Path) -> list[str]:
     cal = result.meta["calibration"]
     if cal:
         ax.plot([c["mean_conf"] for c in cal], [c["hit_rate"] for c in cal], "o-", label="model trades")
+    else:
+        ax.text(0.5, 0.55, "no LONG/SHORT trade in this period", ha="center", transform=ax.transAxes)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="ideal")
     ax.set_xlabel("signal confidence")
     ax.set_ylabel("realised hit rate (net return > 0)")
