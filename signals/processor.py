@@ -15,8 +15,8 @@ Steps for one symbol at one bar:
    probabilities, clamped to [sl_min, sl_max] / [tp_min, tp_max], priced from ``entry``.
 
 The ``validated`` strategy replaces steps 2-4 by the bundle's validated policy
-(``signals.policy``): per horizon, LONG/SHORT only when that horizon was net-positive after
-costs on validation and P(LONG) - P(SHORT) clears its validated margin; otherwise NEUTRAL with
+(``signals.policy``): per horizon, LONG/SHORT only when that horizon made money after costs out
+of sample on validation (walk-forward) and P(LONG) - P(SHORT) clears its validated margin; otherwise NEUTRAL with
 "no validated edge" or the margin it missed. Every signal (NEUTRAL included, whenever the model
 produced a usable output) carries the calibrated move forecast per horizon.
 
@@ -243,8 +243,9 @@ class MLSignalProcessor:
         margin = p[:, LONG] - p[:, SHORT]
         labels = [horizon_label(m) for m in self._horizon_minutes]
         if not pol.any_enabled:
-            return self._neutral(entry, ["no validated edge: no horizon of this model was net-positive after "
-                                         f"{pol.fee_bps:g} bps fees + {pol.slippage_bps:g} bps slippage on validation"],
+            return self._neutral(entry, ["no validated edge: no horizon of this model made money after "
+                                         f"{pol.fee_bps:g} bps fees + {pol.slippage_bps:g} bps slippage out of sample "
+                                         "on validation (walk-forward)"],
                                  None, **base)
         ratios = {k: abs(margin[k]) / max(h.min_margin or 0.0, 1e-9)
                   for k, h in enumerate(pol.horizons) if h.enabled}
