@@ -100,3 +100,21 @@ def test_in_sample_best_can_lose_out_of_sample() -> None:
     assert a.ret.mean() > 0
     walk = walk_forward([a], block_edges(t, 6), min_trades=30, purge_ns=12 * HOUR)
     assert walk.summary["mean_net"] < 0 and walk.summary["t"] < 0
+
+
+def test_the_shipped_policy_was_validated_walk_forward_and_trades_only_what_passed() -> None:
+    from pathlib import Path
+
+    from mlsignals.backtest.walk_forward import MIN_T
+    from model.bundle import load_bundle
+    from signals.policy import TradingPolicy
+
+    bundle = load_bundle(Path(__file__).resolve().parents[2] / "models" / "default")  # checksums verified
+    policy = TradingPolicy.from_dict(bundle.policy)
+    v = policy.validation
+    assert v["protocol"] == "walk-forward" and v["min_t"] >= MIN_T and len(v["block_edges"]) >= 4
+    assert (policy.fee_bps, policy.slippage_bps) == (4.0, 1.0)
+    for h, walk in zip(policy.horizons, v["walk_forward"], strict=True):
+        assert (h.val_trades, h.val_mean_net, h.val_t) == (walk["trades"], walk["mean_net"], walk["t"])
+        passed = h.val_trades >= 30 and (h.val_mean_net or 0) > 0 and (h.val_t or -np.inf) >= v["min_t"]
+        assert passed if h.enabled else h.why.startswith("no validated edge"), h.why
