@@ -61,6 +61,10 @@ class Market:
         """Grid position of the candle holding minute ``t``."""
         return int((pd.Timestamp(t) - self.times[0]) // self.step)
 
+    def times_ns(self, positions: np.ndarray) -> np.ndarray:
+        """Open times of grid positions as int64 UTC nanoseconds."""
+        return self.times[np.asarray(positions, dtype=np.int64)].as_unit("ns").asi8
+
     def last_minute(self, p: int) -> pd.Timestamp:
         """Open time of the last 1-minute candle in grid candle ``p`` (a signal's ``bar_time``)."""
         return self.times[p] + self.step - ONE_MIN

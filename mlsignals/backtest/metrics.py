@@ -78,11 +78,11 @@ def summarize(sim, market) -> dict:
     """{"total": {...}, "per_symbol": {sym: {...}}} from a SimResult on ``market``."""
     ret = sim.trades.array("ret")
     sym = sim.trades.array("sym")
-    when = market.times[sim.trades.array("decision_pos").astype(np.int64)].as_unit("ns").asi8
+    when = market.times_ns(sim.trades.array("decision_pos"))
     total = {**trade_stats(ret, when), **equity_stats(sim.portfolio, sim.in_position)}
     per = {}
     for i, s in enumerate(market.symbols):
-        mine = sym == i if ret.size else np.zeros(0, dtype=bool)
+        mine = sym == i
         per[s] = {**trade_stats(ret[mine], when[mine]),
                   **equity_stats(sim.equity[i], sim.in_position[i])}
     return {"total": total, "per_symbol": per}

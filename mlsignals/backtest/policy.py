@@ -140,7 +140,7 @@ def _trades(vos: list[ValidationOutputs], proc: MLSignalProcessor, engine, costs
         rows = np.arange(len(vo.pos)) if k is None else np.flatnonzero(np.abs(vo.margin[:, k]) >= thr)
         trades = simulate(_decide(vo, rows, proc, engine), vo.market, costs).trades
         rets.append(trades.array("ret"))
-        times.append(vo.market.times[trades.array("decision_pos").astype(np.int64)].as_unit("ns").asi8)
+        times.append(vo.market.times_ns(trades.array("decision_pos")))
     return CandidateTrades(np.concatenate(rets), np.concatenate(times))
 
 
@@ -152,7 +152,7 @@ def fit_policy(vos: list[ValidationOutputs], engine, costs: CostModel, min_t: fl
     candidate with its per-block figures."""
     config = config or SignalConfig.preset("validated")
     spec = engine.target_spec
-    times = np.concatenate([vo.market.times[vo.pos].as_unit("ns").asi8 for vo in vos])
+    times = np.concatenate([vo.market.times_ns(vo.pos) for vo in vos])
     edges = block_edges(times, n_blocks)
     chosen, candidates, walks = [], [], []
     for k in range(N_HORIZONS):

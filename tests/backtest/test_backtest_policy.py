@@ -81,6 +81,7 @@ def _whole_bars(f: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_a_15_minute_span_decides_what_the_service_decides_at_bar_closes(bundle15, shipped_candles) -> None:
+    from features.calculator import RealTimeIndicatorCalculator
     from mlsignals.backtest.decisions import Market, PrecomputedFeatures
     from mlsignals.backtest.policy import _decide, _single
     from mlsignals.backtest.runner import _features
@@ -95,7 +96,7 @@ def test_a_15_minute_span_decides_what_the_service_decides_at_bar_closes(bundle1
     assert m15.step == pd.Timedelta(minutes=15) and len(vo.pos) > 3 * 100
     # the service at the minute each bar closes: same entry, bar time, ATR and feature window
     m1 = Market.from_frames(minutes)
-    ctx, required = engine.context_length, 8580
+    ctx, required = engine.context_length, RealTimeIndicatorCalculator(bar_minutes=15).required_minutes
     s1 = PrecomputedFeatures(m1, _features(minutes, m1, 15), 15, ctx, required)
     s15 = PrecomputedFeatures(m15, _features(bars, m15, 15), 15, ctx, required)
     checked = 0
