@@ -102,3 +102,28 @@ def test_equity_metrics_by_hand() -> None:
     assert st["max_drawdown"] == pytest.approx(0.99 / 1.1 - 1)
     assert st["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(MINUTES_PER_YEAR))
     assert st["sortino"] == pytest.approx(r.mean() / math.sqrt(np.mean(np.minimum(r, 0) ** 2)) * math.sqrt(525600))
+
+
+def test_summary_clusters_the_t_statistic_by_decision_day_and_the_verdict_reads_it() -> None:
+    from mlsignals.backtest.metrics import day_clustered_t, summarize
+    from mlsignals.backtest.report import verdict
+
+    # two symbols moving together, one candle a day: each day's two trades are one draw
+    t = pd.date_range("2025-06-01", periods=8, freq="1D", tz="UTC")
+    c = np.array([100, 101, 100.5, 102, 101, 103.5, 102, 104.0])
+    o = np.r_[c[0], c[:-1]]  # each candle opens at the previous close: a trade earns its candle's move
+    hl = np.stack([np.maximum(o, c), 2 * np.maximum(o, c)]), np.stack([np.minimum(o, c), 2 * np.minimum(o, c)])
+    m = Market(["BTCUSDT", "ETHUSDT"], t, np.stack([o, 2 * o]), *hl, np.stack([c, 2 * c]), step=pd.Timedelta(days=1))
+    a = lambda v, dt=np.float64: np.asarray(v, dtype=dt)  # noqa: E731
+    pos = [0, 2, 4, 0, 2, 4]
+    d = Decisions(a(pos, np.int64), a([0, 0, 0, 1, 1, 1], np.int64), a([1] * 6, np.int64), a([np.nan] * 6),
+                  a([np.nan] * 6), a([np.nan] * 6), a([p + 1 for p in pos], np.int64), a([0.6] * 6))
+    sim = simulate(d, m, CostModel(0, 0))
+    total = summarize(sim, m)["total"]
+    ret, when = sim.trades.array("ret"), m.times_ns(sim.trades.array("decision_pos"))
+    assert len(ret) == 6 and len(np.unique(when)) == 3
+    assert total["t_days"] == pytest.approx(day_clustered_t(ret, when))
+    assert total["t_days"] < total["t_stat"]  # six trades, three independent days
+    summary = {"model": {"total": {**total, "t_stat": 5.0, "t_days": 1.0, "net_return": 0.05}},
+               "always_flat": {"total": {"net_return": 0.0}}}
+    assert "not significantly" in verdict(summary) and "t = 1.0" in verdict(summary)
